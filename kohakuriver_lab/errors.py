@@ -1,0 +1,62 @@
+"""The error hierarchy shared by every side of kohakuriver-lab.
+
+Domain code raises these; the host translates them into HTTP statuses in exactly one place
+(``kohakuriver_lab.server.handlers.base``), and the client turns HTTP errors back into them.
+"""
+
+from __future__ import annotations
+
+
+class KohakuRiverError(Exception):
+    """Root of every kohakuriver-lab error."""
+
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequest(KohakuRiverError):
+    """The request is malformed or can never be satisfied (400)."""
+
+    status_code = 400
+
+
+class Unauthorized(KohakuRiverError):
+    """No valid credentials (401)."""
+
+    status_code = 401
+
+
+class Forbidden(KohakuRiverError):
+    """Valid credentials without the right to do this (403)."""
+
+    status_code = 403
+
+
+class NotFound(KohakuRiverError):
+    """The named task, node or token does not exist (404)."""
+
+    status_code = 404
+
+
+class Conflict(KohakuRiverError):
+    """The request does not fit the object's current state (409), e.g. pausing a pending task."""
+
+    status_code = 409
+
+
+class RunnerUnavailable(KohakuRiverError):
+    """The node that holds the task is not connected right now (409)."""
+
+    status_code = 409
+
+
+ERRORS_BY_STATUS: dict[int, type[KohakuRiverError]] = {
+    400: InvalidRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+}

@@ -1,0 +1,473 @@
+"""Wire models shared by the host, the runner and the clients (pydantic v2).
+
+IDs are 64-bit snowflakes; they travel as strings so JavaScript does not round them.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
+
+# =============================================================================
+# Scalars
+# =============================================================================
+
+
+def _parse_id(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("an ID is a string of digits")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) <= 20:
+        return int(value)
+    raise ValueError("an ID is a string of digits")
+
+
+SnowflakeID = Annotated[
+    int, BeforeValidator(_parse_id), PlainSerializer(lambda x: str(x), return_type=str)
+]
+"""A 64-bit ID: accepted as int or digit string, always serialized as a string."""
+
+_MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
+_MEMORY_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+def parse_memory(value: int | str) -> int:
+    """Parse a memory size: bytes as an int, or a string like ``"512M"``, ``"8G"``, ``"1.5GiB"``.
+
+    Units are binary (``1G`` = 2**30 bytes), as in Docker and Slurm.
+    """
+    if isinstance(value, bool):
+        raise ValueError("memory must be a number of bytes or a size such as '512M' or '8G'")
+    if isinstance(value, int):
+        if value <= 0:
+            raise ValueError("memory must be positive")
+        return value
+    match = _MEMORY_RE.match(str(value))
+    if not match:
+        raise ValueError(
+            f"cannot read memory size {value!r}: use bytes or a size such as '512M' or '8G'"
+        )
+    number, unit = float(match.group(1)), match.group(2).upper()
+    size = int(number * _MEMORY_UNITS[unit])
+    if size <= 0:
+        raise ValueError("memory must be positive")
+    return size
+
+
+def format_memory(size: int) -> str:
+    """Format bytes for people (``8.0 GiB``)."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # pragma: no cover
+
+
+# =============================================================================
+# Enums
+# =============================================================================
+
+
+class TaskStatus(str, enum.Enum):
+    """The twelve task statuses (the seed's state machine)."""
+
+    PENDING_APPROVAL = "pending_approval"
+    REJECTED = "rejected"
+    PENDING = "pending"
+    ASSIGNING = "assigning"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    KILLED = "killed"
+    KILLED_OOM = "killed_oom"
+    LOST = "lost"
+    STOPPED = "stopped"
+
+    @property
+    def is_final(self) -> bool:
+        """Whether the task has ended (``lost`` counts: it may only be revived by its runner)."""
+        return self in FINAL_STATUSES
+
+    @property
+    def holds_resources(self) -> bool:
+        """Whether a task in this status keeps its cores, GPUs and memory reserved."""
+        return self in ACTIVE_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {
+        TaskStatus.REJECTED,
+        TaskStatus.COMPLETED,
+        TaskStatus.FAILED,
+        TaskStatus.KILLED,
+        TaskStatus.KILLED_OOM,
+        TaskStatus.STOPPED,
+        TaskStatus.LOST,
+    }
+)
+ACTIVE_STATUSES = frozenset({TaskStatus.ASSIGNING, TaskStatus.RUNNING, TaskStatus.PAUSED})
+
+
+class TaskType(str, enum.Enum):
+    """What a task is: a one-shot command, a long-running VPS, or a papermill notebook job."""
+
+    COMMAND = "command"
+    VPS = "vps"
+    NOTEBOOK = "notebook"
+
+
+class NodeStatus(str, enum.Enum):
+    """Whether a node's runner is connected and heartbeating."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class LogStream(str, enum.Enum):
+    """The two output streams a task has."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
+# =============================================================================
+# Targets
+# =============================================================================
+
+
+class Target(BaseModel):
+    """Where a task should run: ``node``, ``node:numa`` or ``node::gpu,gpu``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    node: str
+    numa: int | None = None
+    gpus: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        text = self.node
+        if self.numa is not None:
+            text += f":{self.numa}"
+        if self.gpus is not None:
+            text += "::" + ",".join(str(g) for g in self.gpus)
+        return text
+
+
+_NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def validate_node_name(name: str) -> str:
+    """Check a node name (hostname-like: letters, digits, ``.``, ``_``, ``-``; ≤ 63 chars)."""
+    if not _NODE_NAME_RE.match(name):
+        raise ValueError(
+            f"invalid node name {name!r}: use letters, digits, '.', '_' or '-' (at most 63)"
+        )
+    return name
+
+
+def parse_target(text: str) -> Target:
+    """Parse ``node``, ``node:numa``, ``node::0,1`` or ``node:numa::0,1``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("a target is 'node', 'node:numa' or 'node::gpu,gpu'")
+    text = text.strip()
+    gpus: tuple[int, ...] | None = None
+    if "::" in text:
+        text, gpu_text = text.split("::", 1)
+        try:
+            gpus = tuple(int(g) for g in gpu_text.split(",") if g.strip() != "")
+        except ValueError:
+            raise ValueError(f"GPU indices in target must be integers, got {gpu_text!r}") from None
+        if not gpus or any(g < 0 for g in gpus):
+            raise ValueError("'node::' must be followed by GPU indices such as 'node::0,1'")
+        if len(set(gpus)) != len(gpus):
+            raise ValueError("a GPU index is repeated in the target")
+    numa: int | None = None
+    if ":" in text:
+        text, numa_text = text.split(":", 1)
+        if not numa_text.isdigit():
+            raise ValueError(f"NUMA node in target must be a number, got {numa_text!r}")
+        numa = int(numa_text)
+    return Target(node=validate_node_name(text), numa=numa, gpus=gpus)
+
+
+# =============================================================================
+# REST: requests
+# =============================================================================
+
+MAX_ARGV_ITEMS = 4096
+MAX_ARGV_BYTES = 128 * 1024
+
+
+class TaskSubmit(BaseModel):
+    """Body of ``POST /kohakuriver/api/tasks``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(min_length=1, description="argv list; run without a shell")
+    name: str | None = Field(default=None, max_length=200)
+    task_type: TaskType = TaskType.COMMAND
+    cores: int = Field(default=1, ge=0, le=4096, description="CPU cores to reserve and pin")
+    memory: int | None = Field(default=None, description="bytes, or a size such as '8G'")
+    gpus: list[int] | int | None = Field(
+        default=None, description="GPU indices, or a count the scheduler picks"
+    )
+    targets: list[str] | None = Field(
+        default=None, max_length=256, description="'node', 'node:numa' or 'node::0,1'"
+    )
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = Field(default=None, max_length=4096)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    backend: str | None = Field(default=None, max_length=32)
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, value: list[str]) -> list[str]:
+        if len(value) > MAX_ARGV_ITEMS:
+            raise ValueError(f"command has more than {MAX_ARGV_ITEMS} arguments")
+        if not value[0]:
+            raise ValueError("command[0] (the program) must not be empty")
+        if any("\x00" in part for part in value):
+            raise ValueError("command arguments must not contain NUL bytes")
+        if sum(len(part.encode()) for part in value) > MAX_ARGV_BYTES:
+            raise ValueError("command is longer than 128 KiB")
+        return value
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _check_memory(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        return parse_memory(value)
+
+    @field_validator("gpus")
+    @classmethod
+    def _check_gpus(cls, value: list[int] | int | None) -> list[int] | int | None:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 0 or value > 64:
+                raise ValueError("a GPU count must be between 0 and 64")
+            return value or None
+        if isinstance(value, list):
+            if any(g < 0 for g in value):
+                raise ValueError("GPU indices must not be negative")
+            if len(set(value)) != len(value):
+                raise ValueError("a GPU index is repeated")
+            return value or None
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _check_targets(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            for text in value:
+                parse_target(text)
+        return value or None
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, val in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+            if "\x00" in val:
+                raise ValueError(f"environment variable {key} contains a NUL byte")
+        return value
+
+    @field_validator("workdir")
+    @classmethod
+    def _check_workdir(cls, value: str | None) -> str | None:
+        if value is not None and (not value.startswith("/") or "\x00" in value):
+            raise ValueError("workdir must be an absolute path")
+        return value
+
+    @model_validator(mode="after")
+    def _check_gpu_sources(self) -> TaskSubmit:
+        if self.gpus is not None and self.targets:
+            if any(parse_target(t).gpus is not None for t in self.targets):
+                raise ValueError("give GPUs either in 'gpus' or in the targets ('node::0,1')")
+        return self
+
+    def parsed_targets(self) -> list[Target]:
+        """The targets as :class:`Target` objects (empty: any node)."""
+        return [parse_target(t) for t in self.targets or []]
+
+
+class RunnerTokenCreate(BaseModel):
+    """Body of ``POST /kohakuriver/api/runner-tokens``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    node: str | None = Field(default=None, description="bind the token to this node name")
+
+    @field_validator("node")
+    @classmethod
+    def _check_node(cls, value: str | None) -> str | None:
+        return None if value is None else validate_node_name(value)
+
+
+# =============================================================================
+# REST: responses
+# =============================================================================
+
+
+class SubmitResult(BaseModel):
+    """Response of a submit: one task per target, all in one batch."""
+
+    task_ids: list[SnowflakeID]
+    batch_id: SnowflakeID
+
+
+class TaskInfo(BaseModel):
+    """A task as the API shows it."""
+
+    task_id: SnowflakeID
+    batch_id: SnowflakeID | None = None
+    name: str | None = None
+    task_type: TaskType
+    owner: str
+    status: TaskStatus
+    command: list[str]
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    priority: int = 0
+    backend: str | None = None
+    req_cores: int
+    req_memory: int | None = None
+    req_gpus: list[int] | int | None = None
+    target: str | None = None
+    node: str | None = None
+    assigned_cores: list[int] = Field(default_factory=list)
+    assigned_gpus: list[int] = Field(default_factory=list)
+    numa: int | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    kill_requested: bool = False
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class TaskEventInfo(BaseModel):
+    """One recorded status transition."""
+
+    event_id: SnowflakeID
+    task_id: SnowflakeID
+    from_status: TaskStatus | None
+    to_status: TaskStatus
+    actor: str
+    reason: str | None = None
+    at: float
+
+
+class TaskPage(BaseModel):
+    """A page of tasks; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    tasks: list[TaskInfo]
+    next_cursor: str | None = None
+
+
+class GpuInfo(BaseModel):
+    """A GPU as the runner discovered it (NVML)."""
+
+    index: int
+    name: str = ""
+    uuid: str = ""
+    memory_total: int = 0
+    numa_node: int | None = None
+    pci_bus_id: str = ""
+
+
+class NumaNode(BaseModel):
+    """A NUMA node: its CPU ids and memory."""
+
+    id: int
+    cores: list[int]
+    memory_total: int = 0
+
+
+class GpuMetrics(BaseModel):
+    """Per-GPU sample in a heartbeat; ``None`` where NVML could not tell."""
+
+    index: int
+    utilization: float | None = None
+    memory_used: int | None = None
+    memory_total: int | None = None
+    temperature: float | None = None
+    power_watts: float | None = None
+
+
+class NodeMetrics(BaseModel):
+    """One heartbeat's worth of node metrics."""
+
+    at: float
+    cpu_percent: float
+    memory_used: int
+    memory_total: int
+    load_1m: float | None = None
+    gpus: list[GpuMetrics] = Field(default_factory=list)
+
+
+class NodeUsage(BaseModel):
+    """What the scheduler has reserved on a node."""
+
+    cores_used: list[int] = Field(default_factory=list)
+    gpus_used: dict[str, SnowflakeID] = Field(
+        default_factory=dict, description="GPU index -> task id holding it"
+    )
+    memory_reserved: int = 0
+    active_tasks: int = 0
+
+
+class NodeInfo(BaseModel):
+    """A node as the API shows it."""
+
+    name: str
+    status: NodeStatus
+    hostname: str = ""
+    cores: list[int]
+    numa: list[NumaNode] = Field(default_factory=list)
+    memory_total: int
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    backends: list[str] = Field(default_factory=list)
+    version: str = ""
+    last_heartbeat: float | None = None
+    usage: NodeUsage = Field(default_factory=NodeUsage)
+    metrics: NodeMetrics | None = None
+    history: list[NodeMetrics] | None = None
+
+
+class RunnerTokenInfo(BaseModel):
+    """A runner token without its secret."""
+
+    token_id: SnowflakeID
+    name: str
+    node: str | None = None
+    created_at: float
+    last_used_at: float | None = None
+    revoked: bool = False
+    token: str | None = Field(default=None, description="only in the response to the create call")
+
+
+class LogChunk(BaseModel):
+    """Response of the log endpoint: bytes from ``offset``; continue at ``next_offset``."""
+
+    task_id: SnowflakeID
+    stream: LogStream
+    offset: int
+    next_offset: int
+    data: str = Field(description="the bytes decoded as UTF-8 (invalid sequences replaced)")
+    eof: bool = Field(description="the task has ended and no more output will come")

@@ -1,0 +1,232 @@
+"""The runner protocol: JSON messages over one WebSocket per runner.
+
+The runner dials ``WS {host}/kohakuriver/api/runners/connect`` with
+``Authorization: Bearer <runner token>`` and speaks first.
+
+Runner → host: ``hello`` (once, first), ``heartbeat``, ``task_state``, ``log``, ``ack``.
+Host → runner: ``welcome`` (reply to hello), ``start_task``, ``kill_task``, ``pause_task``,
+``resume_task``, ``forget_task``, ``error``.
+
+Every message carries ``v`` (the protocol version) and ``type``. Unknown fields are refused,
+so a mistyped message is an error rather than silently half-read. Both sides validate with
+:func:`parse_runner_message` / :func:`parse_host_message`.
+
+Reconciliation: ``hello`` lists every task the runner still knows (running, paused, or
+exited but not yet forgotten, with exit status). The host answers ``welcome`` with the byte
+offsets of the logs it already has for those tasks, and the runner resends the rest. After
+the host records a task's final status it sends ``forget_task`` and the runner may delete the
+task's local state. Orders are idempotent: a repeated ``start_task`` for a known task is
+acknowledged without starting it twice.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from kohakuriver_lab.models import (
+    GpuInfo,
+    LogStream,
+    NodeMetrics,
+    NumaNode,
+    SnowflakeID,
+)
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+"""Largest message either side accepts; a log chunk carries at most :data:`MAX_LOG_CHUNK`."""
+MAX_LOG_CHUNK = 256 * 1024
+RUNNER_CONNECT_PATH = "kohakuriver/api/runners/connect"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    v: Literal[1] = PROTOCOL_VERSION
+
+
+# =============================================================================
+# Shared pieces
+# =============================================================================
+
+RunnerTaskState = Literal[
+    "running", "paused", "completed", "failed", "killed", "killed_oom", "stopped"
+]
+"""Statuses a runner may report; the host maps them onto the task state machine."""
+
+
+class TaskReport(BaseModel):
+    """What a runner knows about one task (in ``hello``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: SnowflakeID
+    state: RunnerTaskState
+    exit_code: int | None = None
+    reason: str | None = None
+    log_sizes: dict[LogStream, int] = Field(default_factory=dict)
+
+
+class TaskSpec(BaseModel):
+    """Everything a runner needs to start a task; resources are already chosen by the host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: SnowflakeID
+    task_type: Literal["command", "vps", "notebook"] = "command"
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    cores: list[int] = Field(default_factory=list, description="core ids to pin to")
+    gpus: list[int] = Field(default_factory=list, description="GPU indices to expose")
+    memory: int | None = Field(default=None, description="memory limit in bytes")
+    numa: int | None = None
+    backend: str = "local"
+    kill_grace: float = Field(default=10.0, ge=0, le=3600)
+
+
+# =============================================================================
+# Runner → host
+# =============================================================================
+
+
+class Hello(_Message):
+    """First message: who the runner is, what it has, what it runs."""
+
+    type: Literal["hello"] = "hello"
+    node: str
+    hostname: str = ""
+    version: str = ""
+    cores: list[int]
+    numa: list[NumaNode] = Field(default_factory=list)
+    memory_total: int
+    gpus: list[GpuInfo] = Field(default_factory=list)
+    backends: list[str] = Field(default_factory=list)
+    tasks: list[TaskReport] = Field(default_factory=list)
+
+
+class Heartbeat(_Message):
+    """Periodic liveness + metrics."""
+
+    type: Literal["heartbeat"] = "heartbeat"
+    metrics: NodeMetrics
+
+
+class TaskState(_Message):
+    """A task changed state on the runner (started, paused, resumed, exited)."""
+
+    type: Literal["task_state"] = "task_state"
+    task_id: SnowflakeID
+    state: RunnerTaskState
+    exit_code: int | None = None
+    reason: str | None = None
+
+
+class LogData(_Message):
+    """A chunk of a task's output; ``offset`` is where ``data`` starts in the stream."""
+
+    type: Literal["log"] = "log"
+    task_id: SnowflakeID
+    stream: LogStream
+    offset: int = Field(ge=0)
+    data: str = Field(description="base64 of the raw bytes", max_length=MAX_LOG_CHUNK * 4 // 3 + 8)
+
+
+class Ack(_Message):
+    """Result of an order (``ok=False`` carries the error)."""
+
+    type: Literal["ack"] = "ack"
+    order_id: SnowflakeID
+    ok: bool = True
+    error: str | None = None
+
+
+RunnerMessage = Annotated[Hello | Heartbeat | TaskState | LogData | Ack, Field(discriminator="type")]
+
+
+# =============================================================================
+# Host → runner
+# =============================================================================
+
+
+class Welcome(_Message):
+    """Reply to ``hello``: settings and the log offsets the host already holds."""
+
+    type: Literal["welcome"] = "welcome"
+    node: str
+    heartbeat_interval: float
+    log_offsets: dict[str, dict[LogStream, int]] = Field(
+        default_factory=dict, description="task id -> stream -> bytes already stored"
+    )
+
+
+class StartTask(_Message):
+    """Start a task (idempotent)."""
+
+    type: Literal["start_task"] = "start_task"
+    order_id: SnowflakeID
+    task: TaskSpec
+
+
+class KillTask(_Message):
+    """Kill a task: TERM, ``grace`` seconds, then KILL, for the whole process group."""
+
+    type: Literal["kill_task"] = "kill_task"
+    order_id: SnowflakeID
+    task_id: SnowflakeID
+    grace: float = Field(default=10.0, ge=0, le=3600)
+
+
+class PauseTask(_Message):
+    """Freeze a running task."""
+
+    type: Literal["pause_task"] = "pause_task"
+    order_id: SnowflakeID
+    task_id: SnowflakeID
+
+
+class ResumeTask(_Message):
+    """Thaw a paused task."""
+
+    type: Literal["resume_task"] = "resume_task"
+    order_id: SnowflakeID
+    task_id: SnowflakeID
+
+
+class ForgetTask(_Message):
+    """The host has stored the task's final state and logs; local state may go."""
+
+    type: Literal["forget_task"] = "forget_task"
+    task_id: SnowflakeID
+
+
+class ErrorMessage(_Message):
+    """The host refused a message (it stays connected unless it closes the socket)."""
+
+    type: Literal["error"] = "error"
+    message: str
+
+
+HostMessage = Annotated[
+    Welcome | StartTask | KillTask | PauseTask | ResumeTask | ForgetTask | ErrorMessage,
+    Field(discriminator="type"),
+]
+
+_runner_adapter: TypeAdapter[RunnerMessage] = TypeAdapter(RunnerMessage)
+_host_adapter: TypeAdapter[HostMessage] = TypeAdapter(HostMessage)
+
+
+def parse_runner_message(raw: str | bytes) -> RunnerMessage:
+    """Validate a runner → host message; raises ``pydantic.ValidationError``."""
+    return _runner_adapter.validate_json(raw)
+
+
+def parse_host_message(raw: str | bytes) -> HostMessage:
+    """Validate a host → runner message; raises ``pydantic.ValidationError``."""
+    return _host_adapter.validate_json(raw)
+
+
+def encode(message: BaseModel) -> str:
+    """Serialize a message for the wire."""
+    return message.model_dump_json()
