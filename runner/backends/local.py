@@ -1,0 +1,333 @@
+"""The local backend: plain processes, each under its own supervisor (see ``supervisor.py``).
+
+All state lives in ``{state_dir}/tasks/{task_id}/``; a new backend on the same state dir
+finds running tasks again and reports finished ones with their real exit status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kohakuriver_lab.models import LogStream
+from kohakuriver_lab.protocol import TaskReport, TaskSpec
+from kohakuriver_lab.runner import taskdir
+from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
+from kohakuriver_lab.runner.cgroups import TaskCgroups
+from kohakuriver_lab.runner.errors import (
+    InvalidTaskState,
+    TaskNotFound,
+    TaskStartError,
+    translate_os_error,
+)
+
+SUPERVISOR_MODULE = "kohakuriver_lab.runner.supervisor"
+SECRET_ENV_PREFIX = "KOHAKURIVER_"
+
+
+@dataclass
+class _Watch:
+    pidfd: int
+    popen: subprocess.Popen[bytes] | None
+
+
+class LocalBackend(Backend):
+    """Runs tasks as local processes with cgroups, CPU affinity and ``CUDA_VISIBLE_DEVICES``."""
+
+    name = "local"
+    supported_features = frozenset({"pause", "memory_limit", "cpu_pinning", "gpu"})
+    start_timeout = 30.0
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tasks_dir = self.state_dir / "tasks"
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        self._watches: dict[int, _Watch] = {}
+        self._starting: set[int] = set()
+
+    # ===== Lifecycle =====
+
+    async def recover(self) -> None:
+        for task_id in self._task_ids():
+            if task_id in self._watches or (self._dir(task_id) / taskdir.EXIT).exists():
+                continue
+            pid = self._supervisor_pid(task_id)
+            if pid is not None:
+                self._watch(task_id, pid, None)
+            else:
+                self._report(task_id)  # records the loss
+        self.log.info("recovered %d task(s) in %s", len(self._task_ids()), self.tasks_dir)
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for watch in self._watches.values():
+            loop.remove_reader(watch.pidfd)
+            os.close(watch.pidfd)
+        self._watches.clear()
+
+    # ===== Orders =====
+
+    async def start(self, spec: TaskSpec) -> None:
+        task_id = spec.task_id
+        path = self._dir(task_id)
+        if task_id in self._starting or path.exists():
+            return
+        self._starting.add(task_id)
+        try:
+            popen, message = await self._spawn(spec, path)
+        finally:
+            self._starting.discard(task_id)
+        if "started" in message:
+            self._watch(task_id, popen.pid, popen)
+            notes = [str(n) for n in message.get("notes") or []]
+            reason = "; ".join(notes) if notes else None
+            self.events.put_nowait(TaskEvent(task_id, "running", reason=reason))
+            return
+        await asyncio.get_running_loop().run_in_executor(None, popen.wait)
+        info = taskdir.read_json(path / taskdir.EXIT)
+        if not isinstance(info, dict):
+            info = {"exit_code": None, "start_error": "supervisor failed (see supervisor.log)"}
+            taskdir.write_json_atomic(path / taskdir.EXIT, info)
+        _, exit_code, reason = taskdir.final_state(info)
+        raise TaskStartError(reason or "start failed", exit_code)
+
+    async def _spawn(
+        self, spec: TaskSpec, path: Path
+    ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+        try:
+            path.mkdir(parents=True)
+            data = spec.model_dump(mode="json")
+            data["node"] = self.node
+            taskdir.write_json_atomic(path / taskdir.SPEC, data)
+            for stream in taskdir.STREAMS:
+                (path / stream).touch()
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+            env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}
+            argv = [sys.executable, "-m", SUPERVISOR_MODULE, str(path), "--status-fd", str(write_fd)]
+            try:
+                with open(path / taskdir.SUPERVISOR_LOG, "ab") as log_file:
+                    popen = subprocess.Popen(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log_file,
+                        stderr=log_file,
+                        pass_fds=(write_fd,),
+                        start_new_session=True,
+                        env=env,
+                    )
+            finally:
+                os.close(write_fd)
+        except OSError as exc:
+            raise translate_os_error(exc, f"cannot start supervisor for task {spec.task_id}")
+        return popen, await self._read_status(read_fd)
+
+    async def _read_status(self, fd: int) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        buf = bytearray()
+
+        def on_readable() -> None:
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                return
+            buf.extend(chunk)
+            if (not chunk or b"\n" in buf) and not done.done():
+                done.set_result(None)
+
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, on_readable)
+        try:
+            await asyncio.wait_for(done, self.start_timeout)
+        except asyncio.TimeoutError:
+            return {}
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        line = bytes(buf).split(b"\n", 1)[0]
+        try:
+            message = json.loads(line) if line else {}
+        except ValueError:
+            return {}
+        return message if isinstance(message, dict) else {}
+
+    async def kill(self, task_id: int, grace: float) -> None:
+        report = self._require(task_id)
+        if report.state not in ("running", "paused"):
+            return
+        path = self._dir(task_id)
+        taskdir.write_json_atomic(path / taskdir.KILL, {"grace": grace})
+        self._signal_supervisor(task_id, signal.SIGTERM)
+
+    async def pause(self, task_id: int) -> None:
+        await self._set_paused(task_id, True)
+
+    async def resume(self, task_id: int) -> None:
+        await self._set_paused(task_id, False)
+
+    async def _set_paused(self, task_id: int, paused: bool) -> None:
+        report = self._require(task_id)
+        if report.state == ("paused" if paused else "running"):
+            return
+        if report.state not in ("running", "paused"):
+            raise InvalidTaskState(f"task {task_id} has ended ({report.state})")
+        path = self._dir(task_id)
+        cgroups = TaskCgroups.from_json(taskdir.read_json(path / taskdir.CGROUPS))
+        try:
+            if cgroups.can_freeze:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(None, cgroups.set_frozen, paused)
+            else:
+                pgid = taskdir.read_pid(path / taskdir.CHILD_PID)
+                if pgid is None:
+                    raise TaskNotFound(f"task {task_id} has no process")
+                os.killpg(pgid, signal.SIGSTOP if paused else signal.SIGCONT)
+        except OSError as exc:
+            raise translate_os_error(exc, f"cannot {'pause' if paused else 'resume'} task")
+        if paused:
+            (path / taskdir.PAUSED).touch()
+        else:
+            (path / taskdir.PAUSED).unlink(missing_ok=True)
+        self.events.put_nowait(TaskEvent(task_id, "paused" if paused else "running"))
+
+    async def forget(self, task_id: int) -> None:
+        path = self._dir(task_id)
+        if not path.exists():
+            return
+        report = self._report(task_id)
+        if report is not None and report.state in ("running", "paused"):
+            raise InvalidTaskState(f"task {task_id} is still {report.state}; kill it first")
+        watch = self._watches.pop(task_id, None)
+        if watch is not None:
+            asyncio.get_running_loop().remove_reader(watch.pidfd)
+            os.close(watch.pidfd)
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+
+    # ===== Inspection =====
+
+    def knows(self, task_id: int) -> bool:
+        return task_id in self._starting or self._dir(task_id).exists()
+
+    async def list_tasks(self) -> list[TaskReport]:
+        reports = (self._report(t) for t in self._task_ids())
+        return [r for r in reports if r is not None]
+
+    def log_sizes(self, task_id: int) -> dict[LogStream, int]:
+        sizes: dict[LogStream, int] = {}
+        for stream in LogStream:
+            try:
+                sizes[stream] = os.stat(self._dir(task_id) / stream.value).st_size
+            except OSError:
+                sizes[stream] = 0
+        return sizes
+
+    def read_log(self, task_id: int, stream: LogStream, offset: int, max_bytes: int) -> bytes:
+        try:
+            with open(self._dir(task_id) / LogStream(stream).value, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(max_bytes)
+        except FileNotFoundError:
+            return b""
+
+    # ===== Internals =====
+
+    def _dir(self, task_id: int) -> Path:
+        return self.tasks_dir / str(task_id)
+
+    def _task_ids(self) -> list[int]:
+        try:
+            return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
+        except OSError:
+            return []
+
+    def _require(self, task_id: int) -> TaskReport:
+        report = self._report(task_id)
+        if report is None:
+            raise TaskNotFound(f"unknown task {task_id}")
+        return report
+
+    def _supervisor_pid(self, task_id: int) -> int | None:
+        """The live supervisor's pid, checked against ``/proc`` to rule out pid reuse."""
+        path = self._dir(task_id)
+        pid = taskdir.read_pid(path / taskdir.SUPERVISOR_PID)
+        if pid is None:
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        return pid if os.fsencode(str(path)) in cmdline else None
+
+    def _signal_supervisor(self, task_id: int, sig: int) -> None:
+        watch = self._watches.get(task_id)
+        try:
+            if watch is not None:
+                signal.pidfd_send_signal(watch.pidfd, sig)
+                return
+            pid = self._supervisor_pid(task_id)
+            if pid is None:
+                raise TaskNotFound(f"task {task_id} has no live supervisor")
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # it is exiting; the exit watch reports it
+        except OSError as exc:
+            raise translate_os_error(exc, f"cannot signal task {task_id}") from exc
+
+    def _watch(self, task_id: int, pid: int, popen: subprocess.Popen[bytes] | None) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            self._on_exit(task_id)
+            return
+        if popen is None and self._supervisor_pid(task_id) != pid:
+            os.close(pidfd)  # pid reused by another process: ours is gone
+            self._on_exit(task_id)
+            return
+        self._watches[task_id] = _Watch(pidfd, popen)
+        loop.add_reader(pidfd, self._on_exit, task_id)
+
+    def _on_exit(self, task_id: int) -> None:
+        watch = self._watches.pop(task_id, None)
+        if watch is not None:
+            asyncio.get_running_loop().remove_reader(watch.pidfd)
+            os.close(watch.pidfd)
+            if watch.popen is not None:
+                watch.popen.wait()
+        report = self._report(task_id)
+        if report is not None and report.state not in ("running", "paused"):
+            self.events.put_nowait(
+                TaskEvent(task_id, report.state, report.exit_code, report.reason)
+            )
+
+    def _report(self, task_id: int) -> TaskReport | None:
+        """The task's state, read from its directory (``None``: unknown or still starting)."""
+        path = self._dir(task_id)
+        if task_id in self._starting or not path.is_dir():
+            return None
+        info = taskdir.read_json(path / taskdir.EXIT)
+        if not isinstance(info, dict):
+            alive = task_id in self._watches or self._supervisor_pid(task_id) is not None
+            if alive:
+                state = "paused" if (path / taskdir.PAUSED).exists() else "running"
+                return TaskReport(task_id=task_id, state=state, log_sizes=self.log_sizes(task_id))
+            info = taskdir.read_json(path / taskdir.EXIT)  # it may have just finished
+            if not isinstance(info, dict):
+                info = {"exit_code": None, "reason": "supervisor died; exit status unknown"}
+                taskdir.write_json_atomic(path / taskdir.EXIT, info)
+        state, exit_code, reason = taskdir.final_state(info)
+        return TaskReport(
+            task_id=task_id,
+            state=state,  # type: ignore[arg-type]
+            exit_code=exit_code,
+            reason=reason,
+            log_sizes=self.log_sizes(task_id),
+        )
