@@ -1,0 +1,434 @@
+"""Python client for the kohakuriver-lab REST API, sync (:class:`Client`) and async (:class:`AsyncClient`).
+
+Both execute the request descriptions in :mod:`kohakuriver_lab._http`, so every endpoint is
+written once. With no arguments the host is found from ``KOHAKURIVER_URL`` /
+``KOHAKURIVER_TOKEN`` (set in kernels the host starts), else ``~/.config/kohakuriver/client.json``.
+
+    >>> from kohakuriver_lab.client import Client
+    >>> with Client() as kr:
+    ...     job = kr.submit(["python", "train.py"], gpus=1, memory="8G")
+    ...     info = kr.wait(job.task_ids[0])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+from typing_extensions import Self
+
+from kohakuriver_lab import __version__
+from kohakuriver_lab import _http as api
+from kohakuriver_lab._client_config import ClientConfig, ClientConfigError, resolve_config
+from kohakuriver_lab._http import (
+    BadResponse,
+    Call,
+    HostUnreachable,
+    StatusFilter,
+    TaskRef,
+    WaitTimeout,
+    check_response,
+    unreachable,
+)
+from kohakuriver_lab._ws import LoopThread, follow
+from kohakuriver_lab.models import (
+    LogChunk,
+    NodeInfo,
+    RunnerTokenInfo,
+    SubmitResult,
+    TaskEventInfo,
+    TaskInfo,
+    TaskPage,
+)
+
+__all__ = [
+    "AsyncClient",
+    "BadResponse",
+    "Client",
+    "ClientConfigError",
+    "HostUnreachable",
+    "WaitTimeout",
+]
+
+T = TypeVar("T")
+
+
+class _ClientBase:
+    """Configuration shared by both clients."""
+
+    def __init__(self, url: str | None, token: str | None, timeout: float) -> None:
+        self.config: ClientConfig = resolve_config(url, token)
+        self.timeout = timeout
+
+    @property
+    def url(self) -> str:
+        """The host's Jupyter base URL."""
+        return self.config.url
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": f"kohakuriver-lab-client/{__version__}"}
+        if self.config.token:
+            headers["Authorization"] = f"token {self.config.token}"
+        return headers
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(url={self.config.url!r})"
+
+
+# =============================================================================
+# Sync
+# =============================================================================
+
+
+class Client(_ClientBase):
+    """Blocking client; safe to use in a Jupyter kernel (log following runs in its own thread)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, token, timeout)
+        self._http = httpx.Client(
+            base_url=self.config.api_url,
+            headers=self._headers(),
+            timeout=timeout,
+            transport=transport,
+        )
+        self._loop = LoopThread()
+
+    def _run(self, call: Call[T]) -> T:
+        try:
+            response = self._http.request(
+                call.method, call.path, params=call.params or None, json=call.json
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.config.url, exc) from exc
+        check_response(response)
+        return call.parse(response)
+
+    def close(self) -> None:
+        """Close the HTTP connections and the log-following thread."""
+        self._http.close()
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ----- tasks -----
+
+    def submit(
+        self,
+        command: Sequence[str],
+        *,
+        name: str | None = None,
+        cores: int | None = None,
+        memory: int | str | None = None,
+        gpus: Sequence[int] | int | None = None,
+        targets: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        priority: int | None = None,
+        backend: str | None = None,
+        task_type: str | None = None,
+    ) -> SubmitResult:
+        """Submit ``command`` (an argv list); one task per target, all in one batch."""
+        return self._run(api.submit(
+            command, name=name, cores=cores, memory=memory, gpus=gpus, targets=targets, env=env,
+            workdir=workdir, priority=priority, backend=backend, task_type=task_type,
+        ))  # fmt: skip
+
+    def list_tasks(
+        self,
+        *,
+        status: StatusFilter = None,
+        node: str | None = None,
+        owner: str | None = None,
+        batch: TaskRef | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of tasks, newest first; pass ``page.next_cursor`` as ``cursor`` for more."""
+        return self._run(api.list_tasks(
+            status=status, node=node, owner=owner, batch=batch, limit=limit, cursor=cursor
+        ))  # fmt: skip
+
+    def iter_tasks(
+        self,
+        *,
+        status: StatusFilter = None,
+        node: str | None = None,
+        owner: str | None = None,
+        batch: TaskRef | None = None,
+        limit: int | None = None,
+    ) -> Iterator[TaskInfo]:
+        """Every matching task, following cursors (``limit`` is the page size)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_tasks(
+                status=status, node=node, owner=owner, batch=batch, limit=limit, cursor=cursor
+            )
+            yield from page.tasks
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    def get_task(self, task_id: TaskRef) -> TaskInfo:
+        """One task."""
+        return self._run(api.get_task(task_id))
+
+    def events(self, task_id: TaskRef) -> list[TaskEventInfo]:
+        """A task's recorded status transitions, oldest first."""
+        return self._run(api.task_events(task_id))
+
+    def kill(self, task_id: TaskRef) -> TaskInfo:
+        """Ask the host to kill a task (returns at once; the task ends shortly)."""
+        return self._run(api.task_action(task_id, "kill"))
+
+    def pause(self, task_id: TaskRef) -> TaskInfo:
+        """Freeze a running task."""
+        return self._run(api.task_action(task_id, "pause"))
+
+    def resume(self, task_id: TaskRef) -> TaskInfo:
+        """Thaw a paused task."""
+        return self._run(api.task_action(task_id, "resume"))
+
+    def logs(
+        self, task_id: TaskRef, stream: str = "stdout", offset: int = 0, limit: int | None = None
+    ) -> LogChunk:
+        """Stored output from byte ``offset``; continue at ``chunk.next_offset``."""
+        return self._run(api.logs(task_id, stream, offset, limit))
+
+    def follow_logs(
+        self, task_id: TaskRef, stream: str = "both", offset: int = 0
+    ) -> Iterator[tuple[str, str]]:
+        """Live output as ``(stream, text)`` until the task ends."""
+        return self._loop.iterate(follow(self.config, task_id, stream, offset, self.timeout))
+
+    def wait(self, task_id: TaskRef, timeout: float | None = None, poll: float = 0.5) -> TaskInfo:
+        """Poll until the task's status is final; raises :class:`WaitTimeout` after ``timeout``."""
+        delays = api.poll_delays(task_id, poll, timeout)
+        while True:
+            info = self.get_task(task_id)
+            if info.status.is_final:
+                return info
+            time.sleep(next(delays))
+
+    # ----- nodes, tokens, schema -----
+
+    def list_nodes(self) -> list[NodeInfo]:
+        """Every node the host knows."""
+        return self._run(api.list_nodes())
+
+    def get_node(self, name: str) -> NodeInfo:
+        """One node, with its recent metrics history."""
+        return self._run(api.get_node(name))
+
+    def create_runner_token(self, name: str, node: str | None = None) -> RunnerTokenInfo:
+        """A new runner token; ``.token`` holds the secret and is shown only this once."""
+        return self._run(api.create_runner_token(name, node))
+
+    def list_runner_tokens(self) -> list[RunnerTokenInfo]:
+        """Runner tokens, without secrets."""
+        return self._run(api.list_runner_tokens())
+
+    def revoke_runner_token(self, token_id: TaskRef) -> None:
+        """Revoke a runner token."""
+        self._run(api.revoke_runner_token(token_id))
+
+    def openapi(self) -> dict[str, Any]:
+        """The host's OpenAPI document."""
+        return self._run(api.openapi())
+
+
+# =============================================================================
+# Async
+# =============================================================================
+
+
+class AsyncClient(_ClientBase):
+    """Asyncio client with the same methods as :class:`Client`, as coroutines."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, token, timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.api_url,
+            headers=self._headers(),
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def _run(self, call: Call[T]) -> T:
+        try:
+            response = await self._http.request(
+                call.method, call.path, params=call.params or None, json=call.json
+            )
+        except httpx.TransportError as exc:
+            raise unreachable(self.config.url, exc) from exc
+        check_response(response)
+        return call.parse(response)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # ----- tasks -----
+
+    async def submit(
+        self,
+        command: Sequence[str],
+        *,
+        name: str | None = None,
+        cores: int | None = None,
+        memory: int | str | None = None,
+        gpus: Sequence[int] | int | None = None,
+        targets: Sequence[str] | str | None = None,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        priority: int | None = None,
+        backend: str | None = None,
+        task_type: str | None = None,
+    ) -> SubmitResult:
+        """Submit ``command`` (an argv list); one task per target, all in one batch."""
+        return await self._run(api.submit(
+            command, name=name, cores=cores, memory=memory, gpus=gpus, targets=targets, env=env,
+            workdir=workdir, priority=priority, backend=backend, task_type=task_type,
+        ))  # fmt: skip
+
+    async def list_tasks(
+        self,
+        *,
+        status: StatusFilter = None,
+        node: str | None = None,
+        owner: str | None = None,
+        batch: TaskRef | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> TaskPage:
+        """One page of tasks, newest first; pass ``page.next_cursor`` as ``cursor`` for more."""
+        return await self._run(api.list_tasks(
+            status=status, node=node, owner=owner, batch=batch, limit=limit, cursor=cursor
+        ))  # fmt: skip
+
+    async def iter_tasks(
+        self,
+        *,
+        status: StatusFilter = None,
+        node: str | None = None,
+        owner: str | None = None,
+        batch: TaskRef | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[TaskInfo]:
+        """Every matching task, following cursors (``limit`` is the page size)."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_tasks(
+                status=status, node=node, owner=owner, batch=batch, limit=limit, cursor=cursor
+            )
+            for task in page.tasks:
+                yield task
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def get_task(self, task_id: TaskRef) -> TaskInfo:
+        """One task."""
+        return await self._run(api.get_task(task_id))
+
+    async def events(self, task_id: TaskRef) -> list[TaskEventInfo]:
+        """A task's recorded status transitions, oldest first."""
+        return await self._run(api.task_events(task_id))
+
+    async def kill(self, task_id: TaskRef) -> TaskInfo:
+        """Ask the host to kill a task (returns at once; the task ends shortly)."""
+        return await self._run(api.task_action(task_id, "kill"))
+
+    async def pause(self, task_id: TaskRef) -> TaskInfo:
+        """Freeze a running task."""
+        return await self._run(api.task_action(task_id, "pause"))
+
+    async def resume(self, task_id: TaskRef) -> TaskInfo:
+        """Thaw a paused task."""
+        return await self._run(api.task_action(task_id, "resume"))
+
+    async def logs(
+        self, task_id: TaskRef, stream: str = "stdout", offset: int = 0, limit: int | None = None
+    ) -> LogChunk:
+        """Stored output from byte ``offset``; continue at ``chunk.next_offset``."""
+        return await self._run(api.logs(task_id, stream, offset, limit))
+
+    def follow_logs(
+        self, task_id: TaskRef, stream: str = "both", offset: int = 0
+    ) -> AsyncIterator[tuple[str, str]]:
+        """Live output as ``(stream, text)`` until the task ends (``async for``)."""
+        return follow(self.config, task_id, stream, offset, self.timeout)
+
+    async def wait(
+        self, task_id: TaskRef, timeout: float | None = None, poll: float = 0.5
+    ) -> TaskInfo:
+        """Poll until the task's status is final; raises :class:`WaitTimeout` after ``timeout``."""
+        delays = api.poll_delays(task_id, poll, timeout)
+        while True:
+            info = await self.get_task(task_id)
+            if info.status.is_final:
+                return info
+            await asyncio.sleep(next(delays))
+
+    # ----- nodes, tokens, schema -----
+
+    async def list_nodes(self) -> list[NodeInfo]:
+        """Every node the host knows."""
+        return await self._run(api.list_nodes())
+
+    async def get_node(self, name: str) -> NodeInfo:
+        """One node, with its recent metrics history."""
+        return await self._run(api.get_node(name))
+
+    async def create_runner_token(self, name: str, node: str | None = None) -> RunnerTokenInfo:
+        """A new runner token; ``.token`` holds the secret and is shown only this once."""
+        return await self._run(api.create_runner_token(name, node))
+
+    async def list_runner_tokens(self) -> list[RunnerTokenInfo]:
+        """Runner tokens, without secrets."""
+        return await self._run(api.list_runner_tokens())
+
+    async def revoke_runner_token(self, token_id: TaskRef) -> None:
+        """Revoke a runner token."""
+        await self._run(api.revoke_runner_token(token_id))
+
+    async def openapi(self) -> dict[str, Any]:
+        """The host's OpenAPI document."""
+        return await self._run(api.openapi())
