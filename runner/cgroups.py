@@ -112,9 +112,9 @@ class TaskCgroups:
             elif paths:
                 group.remove()
         if v2_mount is not None and "" in own:
-            group = cls._create_v2(v2_mount, own[""], name, memory, notes)
-            if group is not None:
-                return group
+            v2_group = cls._create_v2(v2_mount, own[""], name, memory, notes)
+            if v2_group is not None:
+                return v2_group
         return cls(0, {}, notes or ["no writable memory cgroup"])
 
     def _limit_v1(self, memory: int | None) -> None:

@@ -125,7 +125,10 @@ class Supervisor:
                     cwd=workdir,
                     env=build_env(spec),
                     start_new_session=True,
-                    preexec_fn=_preexec(cgroups, list(spec.get("cores") or []), rlimit_as),
+                    # the supervisor is single-threaded, so preexec_fn is safe here
+                    preexec_fn=_preexec(  # noqa: PLW1509
+                        cgroups, list(spec.get("cores") or []), rlimit_as
+                    ),
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             code, reason = _start_error(exc, argv[0])

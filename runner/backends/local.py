@@ -102,32 +102,41 @@ class LocalBackend(Backend):
     async def _spawn(
         self, spec: TaskSpec, path: Path
     ) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+        loop = asyncio.get_running_loop()
         try:
-            path.mkdir(parents=True)
-            data = spec.model_dump(mode="json")
-            data["node"] = self.node
-            taskdir.write_json_atomic(path / taskdir.SPEC, data)
-            for stream in taskdir.STREAMS:
-                (path / stream).touch()
-            read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}
-            argv = [sys.executable, "-m", SUPERVISOR_MODULE, str(path), "--status-fd", str(write_fd)]
-            try:
-                with open(path / taskdir.SUPERVISOR_LOG, "ab") as log_file:
-                    popen = subprocess.Popen(
-                        argv,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log_file,
-                        stderr=log_file,
-                        pass_fds=(write_fd,),
-                        start_new_session=True,
-                        env=env,
-                    )
-            finally:
-                os.close(write_fd)
+            popen, read_fd = await loop.run_in_executor(None, self._spawn_sync, spec, path)
         except OSError as exc:
-            raise translate_os_error(exc, f"cannot start supervisor for task {spec.task_id}")
+            raise translate_os_error(exc, f"cannot start task {spec.task_id}") from exc
         return popen, await self._read_status(read_fd)
+
+    def _spawn_sync(self, spec: TaskSpec, path: Path) -> tuple[subprocess.Popen[bytes], int]:
+        """Create the task dir and launch its supervisor; returns it and the status pipe."""
+        path.mkdir(parents=True)
+        data = spec.model_dump(mode="json")
+        data["node"] = self.node
+        taskdir.write_json_atomic(path / taskdir.SPEC, data)
+        for stream in taskdir.STREAMS:
+            (path / stream).touch()
+        read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}
+        argv = [sys.executable, "-m", SUPERVISOR_MODULE, str(path), "--status-fd", str(write_fd)]
+        try:
+            with open(path / taskdir.SUPERVISOR_LOG, "ab") as log_file:
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=log_file,
+                    pass_fds=(write_fd,),
+                    start_new_session=True,
+                    env=env,
+                )
+        except OSError:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
+        return popen, read_fd
 
     async def _read_status(self, fd: int) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -191,7 +200,8 @@ class LocalBackend(Backend):
                     raise TaskNotFound(f"task {task_id} has no process")
                 os.killpg(pgid, signal.SIGSTOP if paused else signal.SIGCONT)
         except OSError as exc:
-            raise translate_os_error(exc, f"cannot {'pause' if paused else 'resume'} task")
+            what = f"cannot {'pause' if paused else 'resume'} task {task_id}"
+            raise translate_os_error(exc, what) from exc
         if paused:
             (path / taskdir.PAUSED).touch()
         else:

@@ -1,0 +1,148 @@
+"""``kohakuriver-runner``: the node daemon, a traitlets :class:`Application`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import ssl
+import sys
+from pathlib import Path
+from typing import Any
+
+from traitlets import Bool, Float, Unicode, default
+from traitlets.config import Application
+
+import kohakuriver_lab
+from kohakuriver_lab.runner.agent import RunnerAgent
+from kohakuriver_lab.runner.backends.base import load_backend_class
+from kohakuriver_lab.runner.nvml import Nvml
+
+TOKEN_ENV = "KOHAKURIVER_RUNNER_TOKEN"
+
+
+def _config_dirs() -> list[str]:
+    """Where ``kohakuriver_runner_config.py`` is looked for (later ones win)."""
+    dirs = [
+        "/etc/jupyter",
+        os.path.join(sys.prefix, "etc", "jupyter"),
+        os.environ.get("JUPYTER_CONFIG_DIR") or os.path.expanduser("~/.jupyter"),
+        os.getcwd(),
+    ]
+    return list(dict.fromkeys(dirs))
+
+
+class RunnerApp(Application):
+    """Dials the host, reports this node, and runs the tasks it is given."""
+
+    name = "kohakuriver-runner"
+    version = kohakuriver_lab.__version__
+    description = "The kohakuriver-lab node daemon: connects to the host and runs tasks."
+
+    aliases = {
+        "host-url": "RunnerApp.host_url",
+        "token": "RunnerApp.token",
+        "name": "RunnerApp.node_name",
+        "backend": "RunnerApp.backend",
+        "state-dir": "RunnerApp.state_dir",
+        "log-level": "Application.log_level",
+        "config": "RunnerApp.config_file",
+    }
+
+    config_file = Unicode("", help="Load this config file instead of searching for one.").tag(
+        config=True
+    )
+    host_url = Unicode(
+        "http://127.0.0.1:8888/",
+        help="URL of the Jupyter server hosting the cluster, base URL included "
+        "(e.g. http://host:8888/ or https://host/jupyter/).",
+    ).tag(config=True)
+    token = Unicode(
+        help=f"Runner token issued by the host (default: ${TOKEN_ENV}). Never logged."
+    ).tag(config=True)
+    node_name = Unicode(
+        help="Node name (default: the short hostname). Command line: --name. "
+        "(Not `name`: that trait is the application's own name.)"
+    ).tag(config=True)
+    backend = Unicode(
+        "local", help="Backend short name (entry point group kohakuriver_lab.runner_backends)."
+    ).tag(config=True)
+    state_dir = Unicode(
+        help="Where task state and logs are kept (default: "
+        "$XDG_DATA_HOME/kohakuriver/runner/{name}, i.e. ~/.local/share/...)."
+    ).tag(config=True)
+    reconnect_max_delay = Float(30.0, help="Longest wait between reconnect attempts (s).").tag(
+        config=True
+    )
+    ca_file = Unicode("", help="CA bundle to verify the host's TLS certificate.").tag(config=True)
+    verify_tls = Bool(True, help="Verify the host's TLS certificate (wss://).").tag(config=True)
+
+    @default("token")
+    def _default_token(self) -> str:
+        return os.environ.get(TOKEN_ENV, "")
+
+    @default("node_name")
+    def _default_name(self) -> str:
+        return socket.gethostname().split(".")[0]
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+        return os.path.join(data, "kohakuriver", "runner", self.node_name)
+
+    def initialize(self, argv: Any = None) -> None:
+        self.parse_command_line(argv)
+        cl_config = self.config
+        if self.config_file:
+            self.load_config_file(self.config_file)
+        else:
+            self.load_config_file("kohakuriver_runner_config.py", path=_config_dirs())
+        self.update_config(cl_config)  # the command line wins over files
+
+    def ssl_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file or None)
+        if not self.verify_tls:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    def start(self) -> None:
+        if not self.token:
+            self.log.error("no runner token: set c.RunnerApp.token, --token or $%s", TOKEN_ENV)
+            self.exit(1)
+        self.exit(asyncio.run(self._run()))
+
+    async def _run(self) -> int:
+        backend_cls = load_backend_class(self.backend)
+        state_dir = Path(self.state_dir).expanduser() / backend_cls.name
+        backend = backend_cls(state_dir=state_dir, node=self.node_name, log=self.log)
+        nvml = Nvml()
+        agent = RunnerAgent(
+            host_url=self.host_url,
+            token=self.token,
+            node=self.node_name,
+            backend=backend,
+            nvml=nvml,
+            ssl_context=self.ssl_context(),
+            reconnect_max_delay=self.reconnect_max_delay,
+            log=self.log,
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await backend.recover()
+        self.log.info(
+            "runner %s (backend %s, state %s) connecting to %s",
+            self.node_name, backend.name, state_dir, agent.url,
+        )
+        try:
+            status = await agent.run()
+        finally:
+            await backend.close()  # tasks keep running under their supervisors
+            nvml.shutdown()
+        self.log.info("runner stopped (tasks keep running)")
+        return status
+
+
+main = RunnerApp.launch_instance
