@@ -36,9 +36,11 @@ class SnowflakeGenerator:
             else:
                 self._sequence = 0
             self._last_ms = now
-            return (now << (_WORKER_BITS + _SEQUENCE_BITS)) | (
-                self._worker << _SEQUENCE_BITS
-            ) | self._sequence
+            return (
+                (now << (_WORKER_BITS + _SEQUENCE_BITS))
+                | (self._worker << _SEQUENCE_BITS)
+                | self._sequence
+            )
 
 
 _default = SnowflakeGenerator()

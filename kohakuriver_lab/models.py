@@ -295,9 +295,8 @@ class TaskSubmit(BaseModel):
 
     @model_validator(mode="after")
     def _check_gpu_sources(self) -> TaskSubmit:
-        if self.gpus is not None and self.targets:
-            if any(parse_target(t).gpus is not None for t in self.targets):
-                raise ValueError("give GPUs either in 'gpus' or in the targets ('node::0,1')")
+        if self.gpus is not None and any(parse_target(t).gpus for t in self.targets or []):
+            raise ValueError("give GPUs either in 'gpus' or in the targets ('node::0,1')")
         return self
 
     def parsed_targets(self) -> list[Target]:

@@ -142,7 +142,9 @@ class Ack(_Message):
     error: str | None = None
 
 
-RunnerMessage = Annotated[Hello | Heartbeat | TaskState | LogData | Ack, Field(discriminator="type")]
+RunnerMessage = Annotated[
+    Hello | Heartbeat | TaskState | LogData | Ack, Field(discriminator="type")
+]
 
 
 # =============================================================================

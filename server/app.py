@@ -1,0 +1,155 @@
+"""``ClusterHostApp``: the cluster host as a Jupyter server extension (and ``jupyter kohakuriver``)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from jupyter_core.paths import jupyter_data_dir
+from jupyter_server.extension.application import ExtensionApp
+from tornado.ioloop import PeriodicCallback
+from traitlets import Bool, Float, Unicode, default
+
+from kohakuriver_lab import __version__
+from kohakuriver_lab.models import RunnerTokenCreate
+
+from .db.engine import make_engine, make_sessionmaker, upgrade_schema
+from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
+from .gateway import RunnerGateway
+from .logstore import LogStore, default_log_dir
+from .nodes import NodeRegistry
+from .routes import handlers
+from .scheduler import Scheduler
+from .services import ClusterServices
+
+
+class ClusterHostApp(ExtensionApp):
+    """The kohakuriver-lab cluster host: database, scheduler, REST API and runner gateway."""
+
+    name = "kohakuriver"
+    description = "kohakuriver-lab cluster host (headless Jupyter server)"
+    version = __version__
+    load_other_extensions = False  # only used by ``jupyter kohakuriver`` (headless)
+    serverapp_config = {"open_browser": False}
+    default_url = "/kohakuriver/api/cluster"
+    classes = [NodeRegistry, Scheduler, RunnerGateway, LogStore, EmbeddedRunner]
+
+    data_dir = Unicode(
+        help="Directory for the host's database (SQLite default), task logs and runner state."
+    ).tag(config=True)
+
+    @default("data_dir")
+    def _default_data_dir(self) -> str:
+        return os.path.join(jupyter_data_dir(), "kohakuriver")
+
+    db_url = Unicode(
+        help=(
+            "SQLAlchemy database URL. Default: SQLite (WAL mode) in data_dir. PostgreSQL: "
+            "'postgresql+psycopg://user:password@host/dbname'."
+        )
+    ).tag(config=True)
+
+    @default("db_url")
+    def _default_db_url(self) -> str:
+        return "sqlite:///" + os.path.join(self.data_dir, "cluster.db")
+
+    embedded_runner = Bool(
+        False,
+        help="Start a runner for this machine with the host (a one-node cluster, no Docker needed).",
+    ).tag(config=True)
+
+    export_kernel_env = Bool(
+        True,
+        help="Export KOHAKURIVER_URL and KOHAKURIVER_TOKEN to kernels so they find the host.",
+    ).tag(config=True)
+
+    sweep_interval = Float(
+        1.0, help="Seconds between background sweeps (liveness, stuck orders, queue)."
+    ).tag(config=True)
+
+    services: ClusterServices | None = None
+    _sweeper: PeriodicCallback | None = None
+    _embedded: EmbeddedRunner | None = None
+    _sweeps = 0
+
+    # =========================================================================
+    # Set-up
+    # =========================================================================
+
+    def initialize_settings(self) -> None:
+        """Open the database (migrating it) and build the services."""
+        os.makedirs(self.data_dir, exist_ok=True)
+        engine = make_engine(self.db_url)
+        upgrade_schema(engine, self.log)
+        self.services = ClusterServices.build(
+            engine, make_sessionmaker(engine), default_log_dir(self.data_dir), parent=self
+        )
+        self.settings["kohakuriver_services"] = self.services
+        self.log.info(
+            "kohakuriver host: database %s", engine.url.render_as_string(hide_password=True)
+        )
+
+    def initialize_handlers(self) -> None:
+        """Register the REST API, the log stream and the runner socket."""
+        self.handlers.extend(handlers())
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        """Start the background sweep, the embedded runner and the kernel environment."""
+        assert self.services is not None
+        self._sweeper = PeriodicCallback(self._sweep, self.sweep_interval * 1000)
+        self._sweeper.start()
+        local_url = f"http://127.0.0.1:{serverapp.port}{serverapp.base_url}"
+        if self.export_kernel_env:
+            os.environ["KOHAKURIVER_URL"] = local_url
+            token = getattr(serverapp.identity_provider, "token", "") or ""
+            if token:
+                os.environ["KOHAKURIVER_TOKEN"] = token
+        if self.embedded_runner:
+            self._start_embedded(local_url)
+        self.services.scheduler.kick()
+
+    def _start_embedded(self, host_url: str) -> None:
+        assert self.services is not None
+        tokens = self.services.tokens
+        tokens.revoke_named(EMBEDDED_TOKEN_NAME)
+        runner = EmbeddedRunner(
+            host_url, "", os.path.join(self.data_dir, "embedded-runner"), parent=self
+        )
+        info = tokens.create(RunnerTokenCreate(name=EMBEDDED_TOKEN_NAME, node=runner.name), "host")
+        runner._token = info.token or secrets.token_urlsafe(8)
+        self._embedded = runner
+        runner.start()
+
+    def _sweep(self) -> None:
+        services = self.services
+        if services is None:
+            return
+        self._sweeps += 1
+        try:
+            services.gateway.check_liveness()
+            if self._sweeps % 5 == 0:
+                services.scheduler.resend_stuck()
+            if self._sweeps % 30 == 0:
+                with services.db() as session:
+                    services.registry.flush(session)
+                    session.commit()
+            services.scheduler.kick()
+        except Exception:
+            self.log.exception("kohakuriver background sweep failed")
+
+    async def stop_extension(self) -> None:
+        """Stop background work; tasks on runners keep running."""
+        if self._sweeper is not None:
+            self._sweeper.stop()
+        if self._embedded is not None:
+            await self._embedded.stop()
+        if self.services is not None:
+            self.services.gateway.close_all()
+            with self.services.db() as session:
+                self.services.registry.flush(session)
+                session.commit()
+            self.services.engine.dispose()
+
+
+main = launch_new_instance = ClusterHostApp.launch_instance

@@ -1,0 +1,112 @@
+"""SQLAlchemy 2.0 models of the host's state.
+
+Times are UNIX seconds (float). IDs are 64-bit snowflakes. JSON columns hold lists and dicts
+whose shape is fixed by the typed ``Mapped[...]`` annotations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every host table."""
+
+
+# =============================================================================
+# Tasks
+# =============================================================================
+
+
+class Task(Base):
+    """A unit of work: a command, a VPS or a notebook job."""
+
+    __tablename__ = "tasks"
+
+    task_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    batch_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    task_type: Mapped[str] = mapped_column(String(16), default="command")
+    owner: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))
+    command: Mapped[list[str]] = mapped_column(JSON)
+    env: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    workdir: Mapped[str | None] = mapped_column(String(4096))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    backend: Mapped[str | None] = mapped_column(String(32))
+    req_cores: Mapped[int] = mapped_column(Integer, default=1)
+    req_memory: Mapped[int | None] = mapped_column(BigInteger)
+    req_gpus: Mapped[Any] = mapped_column(JSON, nullable=True)
+    target: Mapped[str | None] = mapped_column(String(300))
+    node: Mapped[str | None] = mapped_column(String(63))
+    assigned_cores: Mapped[list[int]] = mapped_column(JSON, default=list)
+    assigned_gpus: Mapped[list[int]] = mapped_column(JSON, default=list)
+    numa: Mapped[int | None] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    kill_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    assigned_at: Mapped[float | None] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_tasks_status_priority", "status", "priority", "task_id"),
+        Index("ix_tasks_node_status", "node", "status"),
+        Index("ix_tasks_owner_task", "owner", "task_id"),
+    )
+
+
+class TaskEvent(Base):
+    """One status transition of a task, with who made it and why."""
+
+    __tablename__ = "task_events"
+
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    task_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    from_status: Mapped[str | None] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[float] = mapped_column(Float)
+
+
+# =============================================================================
+# Nodes and runner credentials
+# =============================================================================
+
+
+class Node(Base):
+    """A compute node, as its runner last registered it."""
+
+    __tablename__ = "nodes"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="offline")
+    cores: Mapped[list[int]] = mapped_column(JSON, default=list)
+    numa: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    memory_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    gpus: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    backends: Mapped[list[str]] = mapped_column(JSON, default=list)
+    version: Mapped[str] = mapped_column(String(64), default="")
+    registered_at: Mapped[float] = mapped_column(Float)
+    last_heartbeat: Mapped[float | None] = mapped_column(Float)
+
+
+class RunnerToken(Base):
+    """A credential a runner dials in with; only its SHA-256 is stored."""
+
+    __tablename__ = "runner_tokens"
+
+    token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(100))
+    node: Mapped[str | None] = mapped_column(String(63))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)

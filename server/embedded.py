@@ -1,0 +1,95 @@
+"""The embedded runner: a runner process for the host's own machine, started by the host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from traitlets import Float, Unicode
+from traitlets.config import LoggingConfigurable
+
+EMBEDDED_TOKEN_NAME = "embedded-runner"
+
+
+class EmbeddedRunner(LoggingConfigurable):
+    """Starts ``python -m kohakuriver_lab.runner`` next to the host and restarts it if it dies."""
+
+    node_name = Unicode(
+        "",
+        config=True,
+        help="Node name of the embedded runner (default: this machine's host name).",
+    )
+    backend = Unicode("local", config=True, help="Backend the embedded runner uses.")
+    restart_delay = Float(2.0, config=True, help="Seconds before restarting a runner that died.")
+
+    def __init__(self, host_url: str, token: str, state_dir: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._host_url = host_url
+        self._token = token
+        self._state_dir = state_dir
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @property
+    def name(self) -> str:
+        """The node name the runner registers as."""
+        return self.node_name or socket.gethostname().split(".")[0]
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KOHAKURIVER_")}
+        env["KOHAKURIVER_RUNNER_TOKEN"] = self._token  # never on the command line
+        argv = [
+            sys.executable,
+            "-m",
+            "kohakuriver_lab.runner",
+            "--host-url",
+            self._host_url,
+            "--name",
+            self.name,
+            "--backend",
+            self.backend,
+            "--state-dir",
+            self._state_dir,
+        ]
+        self.log.info("starting embedded runner %s (%s backend)", self.name, self.backend)
+        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def start(self) -> None:
+        """Start the runner and a watcher that restarts it."""
+        self._process = self._spawn()
+        self._watch = asyncio.ensure_future(self._supervise())
+
+    async def _supervise(self) -> None:
+        while not self._stopping:
+            await asyncio.sleep(0.5)
+            process = self._process
+            if process is None or process.poll() is None:
+                continue
+            if self._stopping:
+                return
+            self.log.warning("embedded runner exited with %s; restarting", process.returncode)
+            await asyncio.sleep(self.restart_delay)
+            if not self._stopping:
+                self._process = self._spawn()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the runner (its tasks keep running under their supervisors)."""
+        self._stopping = True
+        if self._watch is not None:
+            self._watch.cancel()
+        process = self._process
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        for _ in range(int(timeout * 10)):
+            if process.poll() is not None:
+                return
+            await asyncio.sleep(0.1)
+        process.kill()
+        process.wait()

@@ -1,0 +1,412 @@
+"""The runner gateway: one WebSocket session per runner, message handling, reconciliation.
+
+Everything a runner says is validated against the protocol schema and checked against what
+the host gave that runner: a runner may only report on tasks assigned to its own node. A bad
+message is refused and logged; the host keeps going.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, Protocol
+
+import pydantic
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets import Integer
+from traitlets.config import LoggingConfigurable
+
+from kohakuriver_lab.ids import new_id
+from kohakuriver_lab.models import LogStream, NodeStatus, TaskStatus
+from kohakuriver_lab.protocol import (
+    Ack,
+    ErrorMessage,
+    ForgetTask,
+    Heartbeat,
+    Hello,
+    KillTask,
+    LogData,
+    TaskReport,
+    TaskState,
+    Welcome,
+    encode,
+    parse_runner_message,
+)
+
+from .db.orm import Task
+from .logstore import LogStore
+from .nodes import NodeRegistry
+from .scheduler import ACTIVE_VALUES, Scheduler, start_order
+from .statemachine import can_transition, transition
+
+ALIVE = {"running": TaskStatus.RUNNING, "paused": TaskStatus.PAUSED}
+
+
+class RunnerConnection(Protocol):
+    """What the gateway needs from a runner's socket."""
+
+    node: str | None
+    token_id: int
+    token_node: str | None
+
+    def write_message(self, message: str) -> Any:
+        """Send one text frame."""
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close the socket."""
+
+
+class ProtocolViolation(Exception):
+    """A runner message that is well-formed but not allowed."""
+
+
+class RunnerGateway(LoggingConfigurable):
+    """Connected runners and everything they report."""
+
+    max_bad_messages = Integer(
+        20, config=True, help="Close a runner's socket after this many refused messages."
+    )
+
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        registry: NodeRegistry,
+        scheduler: Scheduler,
+        logs: LogStore,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._db = db
+        self._registry = registry
+        self._scheduler = scheduler
+        self._logs = logs
+        self._sessions: dict[str, RunnerConnection] = {}
+        self._bad: dict[int, int] = {}
+        self._task_nodes: dict[int, str | None] = {}
+        self._pending_forget: dict[int, dict[LogStream, int]] = {}
+
+    # -------------------------------------------------------------------------
+    # Sending
+    # -------------------------------------------------------------------------
+
+    def is_connected(self, node: str) -> bool:
+        """Whether the node's runner has a session now."""
+        return node in self._sessions
+
+    def send(self, node: str, message: Any) -> bool:
+        """Send a message to a node's runner; False when it is not connected."""
+        conn = self._sessions.get(node)
+        if conn is None:
+            return False
+        try:
+            conn.write_message(encode(message))
+        except Exception as exc:  # a closing socket
+            self.log.info("could not send to runner %s: %s", node, exc)
+            return False
+        return True
+
+    def disconnect_token(self, token_id: int) -> int:
+        """Close every session opened with a (revoked) token."""
+        closed = 0
+        for conn in list(self._sessions.values()):
+            if conn.token_id == token_id:
+                conn.close(4001, "runner token revoked")
+                self.on_close(conn)
+                closed += 1
+        return closed
+
+    def close_all(self) -> None:
+        """Close every runner session (host shutdown)."""
+        for conn in list(self._sessions.values()):
+            conn.close(1001, "host shutting down")
+        self._sessions.clear()
+
+    # -------------------------------------------------------------------------
+    # Receiving
+    # -------------------------------------------------------------------------
+
+    def handle(self, conn: RunnerConnection, raw: str | bytes) -> None:
+        """Handle one frame from a runner; refuse and log what is invalid."""
+        try:
+            message = parse_runner_message(raw)
+            if conn.node is None and not isinstance(message, Hello):
+                raise ProtocolViolation("the first message must be 'hello'")
+            if isinstance(message, Hello):
+                self.on_hello(conn, message)
+            elif isinstance(message, Heartbeat):
+                self._registry.heartbeat(self._node(conn), message.metrics)
+            elif isinstance(message, TaskState):
+                self.on_task_state(conn, message)
+            elif isinstance(message, LogData):
+                self.on_log(conn, message)
+            elif isinstance(message, Ack) and not message.ok:
+                self.log.warning(
+                    "runner %s refused order %s: %s", conn.node, message.order_id, message.error
+                )
+        except (pydantic.ValidationError, ProtocolViolation) as exc:
+            self._refuse(conn, exc)
+
+    def _refuse(self, conn: RunnerConnection, exc: Exception) -> None:
+        text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        if isinstance(exc, pydantic.ValidationError):
+            text = f"invalid message: {exc.error_count()} error(s); first: {exc.errors()[0]['msg']}"
+        self.log.warning("refused a message from runner %s: %s", conn.node or "(no hello)", text)
+        count = self._bad.get(id(conn), 0) + 1
+        self._bad[id(conn)] = count
+        try:
+            conn.write_message(encode(ErrorMessage(message=text)))
+        except Exception:
+            pass
+        if conn.node is None or count >= self.max_bad_messages:
+            conn.close(1008, "protocol violation")
+
+    @staticmethod
+    def _node(conn: RunnerConnection) -> str:
+        assert conn.node is not None
+        return conn.node
+
+    def _check_owner(self, session: Session | None, conn: RunnerConnection, task_id: int) -> None:
+        node = self._task_nodes.get(task_id, "?")
+        if node == "?":
+            if session is None:
+                with self._db() as own:
+                    task = own.get(Task, task_id)
+            else:
+                task = session.get(Task, task_id)
+            node = task.node if task else None
+            self._task_nodes[task_id] = node
+        if node != conn.node:
+            raise ProtocolViolation(f"task {task_id} is not assigned to node {conn.node}")
+
+    # -------------------------------------------------------------------------
+    # Hello and reconciliation
+    # -------------------------------------------------------------------------
+
+    def on_hello(self, conn: RunnerConnection, hello: Hello) -> None:
+        """Register the node, reconcile its tasks, welcome it, send what it missed."""
+        if conn.node is not None:
+            raise ProtocolViolation("'hello' may only be sent once")
+        if conn.token_node is not None and conn.token_node != hello.node:
+            conn.node = None
+            self.log.warning(
+                "runner token bound to %s used for node %s", conn.token_node, hello.node
+            )
+            conn.write_message(
+                encode(ErrorMessage(message=f"this token is for node {conn.token_node}"))
+            )
+            conn.close(1008, "token is bound to another node")
+            return
+        old = self._sessions.get(hello.node)
+        if old is not None and old is not conn:
+            old.close(4000, "replaced by a new connection from the same node")
+        conn.node = hello.node
+        followups: list[Any] = []
+        with self._db() as session:
+            self._registry.register(session, hello)
+            followups = self._reconcile(session, hello.node, hello.tasks)
+            self._registry.set_status(session, hello.node, NodeStatus.ONLINE)
+            session.commit()
+        self._sessions[hello.node] = conn
+        offsets = {
+            str(r.task_id): {s: self._logs.size(r.task_id, s) for s in LogStream}
+            for r in hello.tasks
+        }
+        welcome = Welcome(
+            node=hello.node,
+            heartbeat_interval=self._registry.heartbeat_interval,
+            log_offsets=offsets,
+        )
+        conn.write_message(encode(welcome))
+        for message in followups:
+            self.send(hello.node, message)
+        for report in hello.tasks:
+            self._maybe_forget(report.task_id)
+        self.log.info(
+            "runner %s connected (%d cores, %d GPUs, %d tasks reported)",
+            hello.node,
+            len(hello.cores),
+            len(hello.gpus),
+            len(hello.tasks),
+        )
+        self._scheduler.kick()
+
+    def _reconcile(self, session: Session, node: str, reports: list[TaskReport]) -> list[Any]:
+        actor = f"runner:{node}"
+        followups: list[Any] = []
+        reported = {r.task_id for r in reports}
+        for report in reports:
+            task = session.get(Task, report.task_id)
+            alive = report.state in ALIVE
+            if task is None or task.node != node:
+                self.log.warning("runner %s reports unknown task %s", node, report.task_id)
+                followups.append(
+                    self._kill(report.task_id, 0) if alive else ForgetTask(task_id=report.task_id)
+                )
+                continue
+            self._task_nodes[task.task_id] = node
+            status = TaskStatus(task.status)
+            if alive:
+                new = ALIVE[report.state]
+                if status.is_final and status is not TaskStatus.LOST:
+                    followups.append(self._kill(task.task_id, 0))
+                    continue
+                if status is not new:
+                    transition(
+                        session,
+                        task,
+                        new,
+                        actor=actor,
+                        reason="reported by the runner on (re)connect",
+                    )
+                if task.kill_requested:
+                    followups.append(self._kill(task.task_id, self._scheduler.kill_grace))
+            else:
+                self._apply_outcome(
+                    session, task, report.state, report.exit_code, report.reason, actor
+                )
+                self._pending_forget[task.task_id] = dict(report.log_sizes)
+        missing = session.scalars(
+            select(Task).where(Task.node == node, Task.status.in_(ACTIVE_VALUES))
+        ).all()
+        for task in missing:
+            if task.task_id in reported:
+                continue
+            if task.status == TaskStatus.ASSIGNING.value:
+                followups.append(start_order(task, self._scheduler.kill_grace))
+            else:
+                transition(
+                    session,
+                    task,
+                    TaskStatus.LOST,
+                    actor=actor,
+                    reason=f"runner {node} no longer has this task",
+                )
+        return followups
+
+    def _kill(self, task_id: int, grace: float) -> KillTask:
+        return KillTask(order_id=new_id(), task_id=task_id, grace=grace)
+
+    def _apply_outcome(
+        self,
+        session: Session,
+        task: Task,
+        state: str,
+        exit_code: int | None,
+        reason: str | None,
+        actor: str,
+    ) -> bool:
+        outcome = TaskStatus(state)
+        current = TaskStatus(task.status)
+        if current is outcome or not can_transition(current, outcome):
+            if current is not outcome:
+                self.log.info(
+                    "ignoring %s for task %s (already %s)", state, task.task_id, current.value
+                )
+            return False
+        task.exit_code = exit_code
+        transition(session, task, outcome, actor=actor, reason=reason)
+        task.reason = reason
+        return True
+
+    def _maybe_forget(self, task_id: int) -> None:
+        expected = self._pending_forget.get(task_id)
+        if expected is None:
+            return
+        if all(self._logs.size(task_id, s) >= size for s, size in expected.items()):
+            node = self._task_nodes.get(task_id)
+            del self._pending_forget[task_id]
+            if node:
+                self.send(node, ForgetTask(task_id=task_id))
+            self._logs.notify(task_id)
+
+    # -------------------------------------------------------------------------
+    # Task state and logs
+    # -------------------------------------------------------------------------
+
+    def on_task_state(self, conn: RunnerConnection, message: TaskState) -> None:
+        """Apply a runner's report of a task's new state."""
+        node = self._node(conn)
+        actor = f"runner:{node}"
+        with self._db() as session:
+            self._check_owner(session, conn, message.task_id)
+            task = session.get(Task, message.task_id)
+            assert task is not None
+            status = TaskStatus(task.status)
+            if message.state in ALIVE:
+                new = ALIVE[message.state]
+                if status.is_final and status is not TaskStatus.LOST:
+                    self.send(node, self._kill(task.task_id, 0))
+                    return
+                if status is not new:
+                    transition(session, task, new, actor=actor, reason=message.reason)
+                    session.commit()
+                return
+            changed = self._apply_outcome(
+                session, task, message.state, message.exit_code, message.reason, actor
+            )
+            session.commit()
+        # The runner sends every log byte before a final state, so the logs are complete.
+        self.send(node, ForgetTask(task_id=message.task_id))
+        self._logs.notify(message.task_id)
+        if changed:
+            self._scheduler.kick()
+
+    def on_log(self, conn: RunnerConnection, message: LogData) -> None:
+        """Store a log chunk."""
+        self._check_owner(None, conn, message.task_id)
+        try:
+            data = base64.b64decode(message.data, validate=True)
+        except (binascii.Error, ValueError):
+            raise ProtocolViolation("log data is not valid base64") from None
+        try:
+            self._logs.write(message.task_id, message.stream, message.offset, data)
+        except ValueError as exc:
+            self.log.debug("task %s: %s", message.task_id, exc)
+            return
+        if message.task_id in self._pending_forget:
+            self._maybe_forget(message.task_id)
+
+    # -------------------------------------------------------------------------
+    # Disconnects and liveness
+    # -------------------------------------------------------------------------
+
+    def on_close(self, conn: RunnerConnection) -> None:
+        """Forget a closed session (the node stays online until its heartbeats are missed)."""
+        self._bad.pop(id(conn), None)
+        if conn.node is not None and self._sessions.get(conn.node) is conn:
+            del self._sessions[conn.node]
+            self.log.info("runner %s disconnected", conn.node)
+
+    def check_liveness(self) -> list[str]:
+        """Mark nodes that missed their heartbeats offline and their active tasks lost."""
+        stale = self._registry.stale()
+        if not stale:
+            return []
+        window = self._registry.offline_after * self._registry.heartbeat_interval
+        with self._db() as session:
+            for node in stale:
+                self._registry.set_status(session, node, NodeStatus.OFFLINE)
+                tasks = session.scalars(
+                    select(Task).where(Task.node == node, Task.status.in_(ACTIVE_VALUES))
+                ).all()
+                for task in tasks:
+                    transition(
+                        session,
+                        task,
+                        TaskStatus.LOST,
+                        actor="host",
+                        reason=f"node {node} went offline (no heartbeat for {window:.0f} s)",
+                    )
+                    self._logs.notify(task.task_id)
+                self.log.warning("node %s is offline; %d task(s) lost", node, len(tasks))
+            session.commit()
+        for node in stale:
+            conn = self._sessions.pop(node, None)
+            if conn is not None:
+                conn.close(4002, "no heartbeat")
+        return stale
+
+    def waiting_for_logs(self, task_id: int) -> bool:
+        """Whether a finished task's logs are still being resent by its runner."""
+        return task_id in self._pending_forget

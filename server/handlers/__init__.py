@@ -1,0 +1,1 @@
+"""Tornado handlers of the host: the REST API, the log stream and the runner socket."""

@@ -1,0 +1,227 @@
+"""REST handlers: tasks, nodes, runner tokens, cluster summary, OpenAPI document."""
+
+from __future__ import annotations
+
+from jupyter_server.auth.decorator import authorized
+from tornado import web
+
+from kohakuriver_lab.errors import InvalidRequest, NotFound
+from kohakuriver_lab.models import (
+    LogChunk,
+    LogStream,
+    RunnerTokenCreate,
+    TaskStatus,
+    TaskSubmit,
+)
+
+from ..openapi import openapi_document
+from ..scheduler import current_loads
+from .base import ClusterAPIHandler, parse_id
+
+MAX_LOG_READ = 1024 * 1024
+
+
+def _int_arg(handler: ClusterAPIHandler, name: str, default: int, low: int, high: int) -> int:
+    raw = handler.get_query_argument(name, None)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"query parameter '{name}' must be an integer") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"query parameter '{name}' must be between {low} and {high}")
+    return value
+
+
+# =============================================================================
+# Tasks
+# =============================================================================
+
+
+class TasksHandler(ClusterAPIHandler):
+    """``GET`` lists tasks; ``POST`` submits."""
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        statuses = None
+        raw = self.get_query_argument("status", None)
+        if raw:
+            try:
+                statuses = [TaskStatus(s.strip()) for s in raw.split(",") if s.strip()]
+            except ValueError:
+                valid = ", ".join(s.value for s in TaskStatus)
+                raise InvalidRequest(f"unknown status in {raw!r} (valid: {valid})") from None
+        cursor_raw = self.get_query_argument("cursor", None)
+        batch_raw = self.get_query_argument("batch", None)
+        if cursor_raw is not None and not cursor_raw.isdigit():
+            raise InvalidRequest("cursor must be the next_cursor of a previous page")
+        if batch_raw is not None and not batch_raw.isdigit():
+            raise InvalidRequest("batch must be a batch ID")
+        page = self.services.tasks.list(
+            statuses=statuses,
+            node=self.get_query_argument("node", None),
+            owner=self.get_query_argument("owner", None),
+            batch=int(batch_raw) if batch_raw else None,
+            limit=_int_arg(self, "limit", 100, 1, 500),
+            cursor=int(cursor_raw) if cursor_raw else None,
+        )
+        self.write_json(page)
+
+    @web.authenticated
+    @authorized
+    def post(self) -> None:
+        body = self.parse_body(TaskSubmit)
+        result = self.services.tasks.submit(body, owner=self.username)
+        self.write_json(result, status=201)
+
+
+class TaskHandler(ClusterAPIHandler):
+    """One task."""
+
+    @web.authenticated
+    @authorized
+    def get(self, task_id: str) -> None:
+        self.write_json(self.services.tasks.get(parse_id(task_id)))
+
+
+class TaskEventsHandler(ClusterAPIHandler):
+    """A task's recorded transitions."""
+
+    @web.authenticated
+    @authorized
+    def get(self, task_id: str) -> None:
+        events = self.services.tasks.events(parse_id(task_id))
+        self.write_json({"events": [e.model_dump(mode="json") for e in events]})
+
+
+class TaskActionHandler(ClusterAPIHandler):
+    """``POST .../kill``, ``.../pause``, ``.../resume``."""
+
+    @web.authenticated
+    @authorized
+    def post(self, task_id: str, action: str) -> None:
+        tasks = self.services.tasks
+        ident = parse_id(task_id)
+        if action == "kill":
+            info = tasks.kill(ident, actor=self.username)
+        elif action == "pause":
+            info = tasks.pause(ident)
+        else:
+            info = tasks.resume(ident)
+        self.write_json(info, status=202)
+
+
+class TaskLogsHandler(ClusterAPIHandler):
+    """Bytes of a task's output from an offset."""
+
+    @web.authenticated
+    @authorized
+    def get(self, task_id: str) -> None:
+        ident = parse_id(task_id)
+        stream_raw = self.get_query_argument("stream", "stdout")
+        try:
+            stream = LogStream(stream_raw)
+        except ValueError:
+            raise InvalidRequest("stream must be 'stdout' or 'stderr'") from None
+        offset = _int_arg(self, "offset", 0, 0, 2**62)
+        limit = _int_arg(self, "limit", MAX_LOG_READ, 1, MAX_LOG_READ)
+        status = self.services.tasks.status_of(ident)
+        logs = self.services.logs
+        data = logs.read(ident, stream, offset, limit)
+        next_offset = offset + len(data)
+        done = status.is_final and not self.services.gateway.waiting_for_logs(ident)
+        chunk = LogChunk(
+            task_id=ident,
+            stream=stream,
+            offset=offset,
+            next_offset=next_offset,
+            data=data.decode("utf-8", errors="replace"),
+            eof=done and next_offset >= logs.size(ident, stream),
+        )
+        self.write_json(chunk)
+
+
+# =============================================================================
+# Nodes and cluster
+# =============================================================================
+
+
+class NodesHandler(ClusterAPIHandler):
+    """Every node with its usage."""
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        registry = self.services.registry
+        with self.services.db() as session:
+            loads = current_loads(session)
+        nodes = [registry.info(n, loads.get(n), with_history=False) for n in registry.names()]
+        self.write_json({"nodes": [n.model_dump(mode="json") for n in nodes]})
+
+
+class NodeHandler(ClusterAPIHandler):
+    """One node, with its metrics history."""
+
+    @web.authenticated
+    @authorized
+    def get(self, name: str) -> None:
+        registry = self.services.registry
+        if registry.get(name) is None:
+            raise NotFound(f"node {name!r} not found")
+        with self.services.db() as session:
+            loads = current_loads(session)
+        self.write_json(registry.info(name, loads.get(name), with_history=True))
+
+
+class ClusterHandler(ClusterAPIHandler):
+    """A summary for dashboards: nodes online, capacity and use, queue length."""
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.write_json(self.services.summary())
+
+
+# =============================================================================
+# Runner tokens
+# =============================================================================
+
+
+class RunnerTokensHandler(ClusterAPIHandler):
+    """List and create runner tokens (admin)."""
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        tokens = self.services.tokens.list()
+        self.write_json({"tokens": [t.model_dump(mode="json") for t in tokens]})
+
+    @web.authenticated
+    @authorized
+    def post(self) -> None:
+        body = self.parse_body(RunnerTokenCreate)
+        self.write_json(self.services.tokens.create(body, created_by=self.username), status=201)
+
+
+class RunnerTokenHandler(ClusterAPIHandler):
+    """Revoke a runner token; its runner is disconnected."""
+
+    @web.authenticated
+    @authorized
+    def delete(self, token_id: str) -> None:
+        ident = parse_id(token_id, "runner token")
+        self.services.tokens.revoke(ident)
+        self.services.gateway.disconnect_token(ident)
+        self.set_status(204)
+        self.finish()
+
+
+class OpenAPIHandler(ClusterAPIHandler):
+    """The OpenAPI 3 document of this API."""
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.write_json(openapi_document(self.base_url))

@@ -1,0 +1,90 @@
+"""Base handler of the REST API: auth, JSON bodies, and the one place errors become HTTP."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pydantic
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+
+from kohakuriver_lab.errors import InvalidRequest, KohakuRiverError, NotFound
+
+if TYPE_CHECKING:
+    from ..services import ClusterServices
+
+AUTH_RESOURCE = "kohakuriver"
+MAX_BODY_BYTES = 1024 * 1024
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+
+
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """A one-line, field-named summary of a validation error."""
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}")
+    return "; ".join(parts)
+
+
+def parse_id(text: str, what: str = "task") -> int:
+    """A snowflake ID from a URL segment (404 when it cannot be one)."""
+    if not text.isdigit() or len(text) > 20:
+        raise NotFound(f"{what} {text!r} not found")
+    return int(text)
+
+
+class ClusterAPIHandler(ExtensionHandlerMixin, APIHandler):
+    """JSON API handler: Jupyter-authenticated, errors as ``{"message": ...}``."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def services(self) -> ClusterServices:
+        """The host's services."""
+        return self.settings["kohakuriver_services"]  # type: ignore[no-any-return]
+
+    @property
+    def username(self) -> str:
+        """Who is calling."""
+        user = self.current_user
+        return str(getattr(user, "username", None) or getattr(user, "name", None) or user)
+
+    def parse_body(self, model: type[ModelT]) -> ModelT:
+        """Validate the JSON body against ``model`` (400 with the field names on failure)."""
+        if len(self.request.body) > MAX_BODY_BYTES:
+            raise InvalidRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        try:
+            data = json.loads(self.request.body or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        try:
+            return model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise InvalidRequest(validation_message(exc)) from None
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        """Send a pydantic model or plain data as JSON."""
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        if isinstance(payload, pydantic.BaseModel):
+            self.finish(payload.model_dump_json())
+        else:
+            self.finish(json.dumps(payload))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        """Translate domain errors into JSON HTTP errors; everything else stays a 500."""
+        if isinstance(e, KohakuRiverError) and not self._finished:
+            self.log.info(
+                "%s %s -> %d: %s", self.request.method, self.request.path, e.status_code, e.message
+            )
+            self.clear()
+            self.set_status(e.status_code)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": e.message}))
+            return
+        super()._handle_request_exception(e)  # type: ignore[misc]

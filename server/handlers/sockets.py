@@ -1,0 +1,161 @@
+"""WebSocket handlers: live task logs for users, and the runner control socket."""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import json
+from typing import TYPE_CHECKING, Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import allow_unauthenticated, ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web, websocket
+
+from kohakuriver_lab.errors import KohakuRiverError
+from kohakuriver_lab.models import LogStream, TaskStatus
+from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES
+
+from .base import AUTH_RESOURCE, parse_id
+
+if TYPE_CHECKING:
+    from ..services import ClusterServices
+
+FOLLOW_CHUNK = 64 * 1024
+
+
+class LogFollowHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+    """Follow a task's output live: ``{"type":"log",...}`` frames, then ``{"type":"end",...}``."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def services(self) -> ClusterServices:
+        """The host's services."""
+        return self.settings["kohakuriver_services"]  # type: ignore[no-any-return]
+
+    @ws_authenticated
+    async def get(self, task_id: str, *args: Any, **kwargs: Any) -> None:
+        """Authorize, check the task exists, then upgrade."""
+        user = self.current_user
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)
+        )
+        if not allowed:
+            raise web.HTTPError(403)
+        try:
+            self._task_id = parse_id(task_id)
+            self.services.tasks.status_of(self._task_id)
+        except KohakuRiverError as exc:
+            raise web.HTTPError(exc.status_code, exc.message) from None
+        stream = self.get_query_argument("stream", "both")
+        if stream not in ("stdout", "stderr", "both"):
+            raise web.HTTPError(400, "stream must be stdout, stderr or both")
+        self._streams = list(LogStream) if stream == "both" else [LogStream(stream)]
+        offset_raw = self.get_query_argument("offset", "0")
+        if not offset_raw.isdigit():
+            raise web.HTTPError(400, "offset must be a non-negative integer")
+        self._start_offset = int(offset_raw)
+        await super().get(task_id, *args, **kwargs)  # type: ignore[misc]
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Start pumping."""
+        self._pump = asyncio.ensure_future(self._follow())
+
+    def on_message(self, message: str | bytes) -> None:
+        """Clients have nothing to say on this socket."""
+
+    def on_close(self) -> None:
+        """Stop pumping."""
+        pump = getattr(self, "_pump", None)
+        if pump is not None:
+            pump.cancel()
+
+    async def _follow(self) -> None:
+        services = self.services
+        logs = services.logs
+        task_id = self._task_id
+        offsets = dict.fromkeys(self._streams, self._start_offset)
+        decoders = {
+            s: codecs.getincrementaldecoder("utf-8")(errors="replace") for s in self._streams
+        }
+        event = logs.subscribe(task_id)
+        try:
+            while True:
+                event.clear()
+                sent = False
+                for stream in self._streams:
+                    data = logs.read(task_id, stream, offsets[stream], FOLLOW_CHUNK)
+                    if not data:
+                        continue
+                    start = offsets[stream]
+                    offsets[stream] += len(data)
+                    frame = {
+                        "type": "log",
+                        "stream": stream.value,
+                        "offset": start,
+                        "next_offset": offsets[stream],
+                        "data": decoders[stream].decode(data),
+                    }
+                    await self.write_message(json.dumps(frame))
+                    sent = True
+                if sent:
+                    continue
+                info = services.tasks.get(task_id)
+                if TaskStatus(info.status).is_final and not services.gateway.waiting_for_logs(
+                    task_id
+                ):
+                    end = {"type": "end", "status": info.status.value, "exit_code": info.exit_code}
+                    await self.write_message(json.dumps(end))
+                    self.close(1000)
+                    return
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=5.0)
+                except asyncio.TimeoutError:
+                    pass
+        except websocket.WebSocketClosedError:
+            return
+        finally:
+            logs.unsubscribe(task_id, event)
+
+
+class RunnerSocketHandler(websocket.WebSocketHandler):
+    """The runner control socket. Runners authenticate with a runner token, never with
+    Jupyter credentials, and a runner token opens nothing but this socket."""
+
+    node: str | None = None
+    token_id: int = 0
+    token_node: str | None = None
+
+    @property
+    def services(self) -> ClusterServices:
+        """The host's services."""
+        return self.settings["kohakuriver_services"]  # type: ignore[no-any-return]
+
+    @property
+    def max_message_size(self) -> int:
+        """Refuse frames larger than the protocol allows."""
+        return MAX_MESSAGE_BYTES
+
+    @allow_unauthenticated  # not a Jupyter user: authenticated by runner token below
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Check the runner token, then upgrade."""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise web.HTTPError(401, "runner token required")
+        row = self.services.tokens.verify(secret.strip())
+        if row is None:
+            raise web.HTTPError(403, "invalid or revoked runner token")
+        self.token_id = row.token_id
+        self.token_node = row.node
+        await super().get(*args, **kwargs)
+
+    def on_message(self, message: str | bytes) -> None:
+        """Hand the frame to the gateway."""
+        self.services.gateway.handle(self, message)
+
+    def on_close(self) -> None:
+        """Tell the gateway."""
+        self.services.gateway.on_close(self)

@@ -1,0 +1,274 @@
+"""The OpenAPI 3 document of the REST API, built from the shared pydantic models."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from kohakuriver_lab import __version__
+from kohakuriver_lab.models import (
+    LogChunk,
+    NodeInfo,
+    RunnerTokenCreate,
+    RunnerTokenInfo,
+    SubmitResult,
+    TaskEventInfo,
+    TaskInfo,
+    TaskPage,
+    TaskSubmit,
+)
+
+MODELS: list[type[BaseModel]] = [
+    TaskSubmit,
+    SubmitResult,
+    TaskInfo,
+    TaskPage,
+    TaskEventInfo,
+    LogChunk,
+    NodeInfo,
+    RunnerTokenCreate,
+    RunnerTokenInfo,
+]
+
+
+def _ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _list_of(key: str, item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": _ref(item)}},
+    }
+
+
+_ERROR = _json(_ref("Error"), "Error")
+_ID_PARAM = {
+    "name": "task_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^\d+$"},
+}
+
+
+def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    errors = {"400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "409": _ERROR}
+    return {"summary": summary, "responses": {**responses, **errors}, **extra}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+def _paths() -> dict[str, Any]:
+    task_action = {
+        "post": _op(
+            "Kill, pause or resume a task (202: the runner carries it out)",
+            {"202": _json(_ref("TaskInfo"))},
+            parameters=[
+                _ID_PARAM,
+                {
+                    "name": "action",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "enum": ["kill", "pause", "resume"]},
+                },
+            ],
+        )
+    }
+    return {
+        "/kohakuriver/api/tasks": {
+            "get": _op(
+                "List tasks, newest first, with cursor pagination",
+                {"200": _json(_ref("TaskPage"))},
+                parameters=[
+                    _query("status", {"type": "string"}, "comma-separated statuses"),
+                    _query("node", {"type": "string"}, "node name"),
+                    _query("owner", {"type": "string"}, "owner user name"),
+                    _query("batch", {"type": "string"}, "batch ID"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size"),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+            ),
+            "post": _op(
+                "Submit a task (one per target, in one batch)",
+                {"201": _json(_ref("SubmitResult"), "Created")},
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("TaskSubmit")}},
+                },
+            ),
+        },
+        "/kohakuriver/api/tasks/{task_id}": {
+            "get": _op("Get a task", {"200": _json(_ref("TaskInfo"))}, parameters=[_ID_PARAM])
+        },
+        "/kohakuriver/api/tasks/{task_id}/events": {
+            "get": _op(
+                "A task's status transitions",
+                {"200": _json(_list_of("events", "TaskEventInfo"))},
+                parameters=[_ID_PARAM],
+            )
+        },
+        "/kohakuriver/api/tasks/{task_id}/{action}": task_action,
+        "/kohakuriver/api/tasks/{task_id}/logs": {
+            "get": _op(
+                "Bytes of a task's output from an offset",
+                {"200": _json(_ref("LogChunk"))},
+                parameters=[
+                    _ID_PARAM,
+                    _query(
+                        "stream", {"type": "string", "enum": ["stdout", "stderr"]}, "which stream"
+                    ),
+                    _query("offset", {"type": "integer", "minimum": 0}, "byte offset"),
+                    _query("limit", {"type": "integer", "minimum": 1}, "most bytes to return"),
+                ],
+            )
+        },
+        "/kohakuriver/api/tasks/{task_id}/logs/follow": {
+            "get": _op(
+                "WebSocket: follow a task's output live",
+                {"101": {"description": "Switching protocols; JSON frames {type: log|end}"}},
+                parameters=[
+                    _ID_PARAM,
+                    _query(
+                        "stream",
+                        {"type": "string", "enum": ["stdout", "stderr", "both"]},
+                        "which streams",
+                    ),
+                    _query("offset", {"type": "integer", "minimum": 0}, "start offset"),
+                ],
+            )
+        },
+        "/kohakuriver/api/nodes": {
+            "get": _op(
+                "Every node with usage and latest metrics",
+                {"200": _json(_list_of("nodes", "NodeInfo"))},
+            )
+        },
+        "/kohakuriver/api/nodes/{name}": {
+            "get": _op(
+                "One node with its metrics history",
+                {"200": _json(_ref("NodeInfo"))},
+                parameters=[
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+            )
+        },
+        "/kohakuriver/api/cluster": {
+            "get": _op("Cluster summary", {"200": _json(_ref("ClusterSummary"))})
+        },
+        "/kohakuriver/api/runner-tokens": {
+            "get": _op(
+                "List runner tokens (no secrets)",
+                {"200": _json(_list_of("tokens", "RunnerTokenInfo"))},
+            ),
+            "post": _op(
+                "Create a runner token (the secret is shown once)",
+                {"201": _json(_ref("RunnerTokenInfo"), "Created")},
+                requestBody={
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("RunnerTokenCreate")}},
+                },
+            ),
+        },
+        "/kohakuriver/api/runner-tokens/{token_id}": {
+            "delete": _op(
+                "Revoke a runner token and disconnect its runner",
+                {"204": {"description": "Revoked"}},
+                parameters=[
+                    {
+                        "name": "token_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            )
+        },
+        "/kohakuriver/api/runners/connect": {
+            "get": _op(
+                "WebSocket for runners (Authorization: Bearer <runner token>); see kohakuriver_lab.protocol",
+                {"101": {"description": "Switching protocols"}},
+            )
+        },
+        "/kohakuriver/api/openapi.json": {
+            "get": _op("This document", {"200": {"description": "OpenAPI 3 document"}})
+        },
+    }
+
+
+CLUSTER_SUMMARY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": [
+        "nodes_total",
+        "nodes_online",
+        "cores_total",
+        "cores_used",
+        "memory_total",
+        "memory_reserved",
+        "gpus_total",
+        "gpus_used",
+        "queued",
+        "running",
+    ],
+    "properties": {
+        k: {"type": "integer"}
+        for k in [
+            "nodes_total",
+            "nodes_online",
+            "cores_total",
+            "cores_used",
+            "memory_total",
+            "memory_reserved",
+            "gpus_total",
+            "gpus_used",
+            "queued",
+            "running",
+        ]
+    },
+}
+
+
+@functools.cache
+def _document() -> dict[str, Any]:
+    _, defs = models_json_schema(
+        [(m, "serialization") for m in MODELS], ref_template="#/components/schemas/{model}"
+    )
+    schemas = dict(defs.get("$defs", {}))
+    schemas["Error"] = {
+        "type": "object",
+        "required": ["message"],
+        "properties": {"message": {"type": "string"}},
+    }
+    schemas["ClusterSummary"] = CLUSTER_SUMMARY_SCHEMA
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "kohakuriver-lab host API", "version": __version__},
+        "paths": _paths(),
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "jupyterToken": {"type": "apiKey", "in": "header", "name": "Authorization"}
+            },
+        },
+        "security": [{"jupyterToken": []}],
+    }
+
+
+def openapi_document(base_url: str = "/") -> dict[str, Any]:
+    """The document, with the server's base URL as its server."""
+    return {**_document(), "servers": [{"url": base_url}]}

@@ -1,0 +1,45 @@
+"""The host's URL table (relative to the server's base URL)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .handlers.api import (
+    ClusterHandler,
+    NodeHandler,
+    NodesHandler,
+    OpenAPIHandler,
+    RunnerTokenHandler,
+    RunnerTokensHandler,
+    TaskActionHandler,
+    TaskEventsHandler,
+    TaskHandler,
+    TaskLogsHandler,
+    TasksHandler,
+)
+from .handlers.sockets import LogFollowHandler, RunnerSocketHandler
+
+API_PREFIX = "/kohakuriver/api"
+_ID = r"(\d{1,20})"
+
+ROUTES: list[tuple[str, type[Any]]] = [
+    (r"/tasks", TasksHandler),
+    (rf"/tasks/{_ID}", TaskHandler),
+    (rf"/tasks/{_ID}/events", TaskEventsHandler),
+    (rf"/tasks/{_ID}/(kill|pause|resume)", TaskActionHandler),
+    (rf"/tasks/{_ID}/logs", TaskLogsHandler),
+    (rf"/tasks/{_ID}/logs/follow", LogFollowHandler),
+    (r"/nodes", NodesHandler),
+    (r"/nodes/([A-Za-z0-9._-]{1,63})", NodeHandler),
+    (r"/cluster", ClusterHandler),
+    (r"/runner-tokens", RunnerTokensHandler),
+    (rf"/runner-tokens/{_ID}", RunnerTokenHandler),
+    (r"/runners/connect", RunnerSocketHandler),
+    (r"/openapi.json", OpenAPIHandler),
+]
+"""(pattern under :data:`API_PREFIX`, handler) pairs."""
+
+
+def handlers() -> list[tuple[str, type[Any]]]:
+    """The URL patterns for ``ExtensionApp.handlers`` (base URL is prefixed by jupyter_server)."""
+    return [(API_PREFIX + pattern, handler) for pattern, handler in ROUTES]

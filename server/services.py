@@ -1,0 +1,82 @@
+"""The host's services, wired together once and shared by every handler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets.config import Configurable
+
+from kohakuriver_lab.models import NodeStatus, TaskStatus
+
+from .db.orm import Task
+from .gateway import RunnerGateway
+from .logstore import LogStore
+from .nodes import NodeRegistry
+from .scheduler import Scheduler, current_loads
+from .tasks import TaskService
+from .tokens import RunnerTokenService
+
+
+@dataclass
+class ClusterServices:
+    """Everything the handlers and background jobs use."""
+
+    engine: Engine
+    db: sessionmaker[Session]
+    registry: NodeRegistry
+    scheduler: Scheduler
+    gateway: RunnerGateway
+    logs: LogStore
+    tasks: TaskService
+    tokens: RunnerTokenService
+
+    @classmethod
+    def build(
+        cls, engine: Engine, db: sessionmaker[Session], log_dir: str, parent: Configurable
+    ) -> ClusterServices:
+        """Construct and connect the services (configured from ``parent``'s config)."""
+        registry = NodeRegistry(parent=parent)
+        logs = LogStore(parent=parent, log_dir=log_dir)
+        holder: dict[str, RunnerGateway] = {}
+
+        def send(node: str, message: Any) -> bool:
+            return holder["gateway"].send(node, message)
+
+        scheduler = Scheduler(db, registry, send, parent=parent)
+        gateway = RunnerGateway(db, registry, scheduler, logs, parent=parent)
+        holder["gateway"] = gateway
+        tasks = TaskService(db, registry, scheduler, send, gateway.is_connected, parent=parent)
+        tokens = RunnerTokenService(db, parent=parent)
+        with db() as session:
+            registry.load(session)
+        return cls(engine, db, registry, scheduler, gateway, logs, tasks, tokens)
+
+    def summary(self) -> dict[str, int]:
+        """Cluster totals for dashboards."""
+        with self.db() as session:
+            loads = current_loads(session)
+            counts = dict(
+                session.execute(
+                    select(Task.status, func.count())
+                    .where(Task.status.in_([TaskStatus.PENDING.value, TaskStatus.RUNNING.value]))
+                    .group_by(Task.status)
+                ).all()
+            )
+        names = self.registry.names()
+        online = [n for n in names if self.registry.get(n).status is NodeStatus.ONLINE]  # type: ignore[union-attr]
+        shapes = {s.name: s for s in self.registry.shapes()}
+        return {
+            "nodes_total": len(names),
+            "nodes_online": len(online),
+            "cores_total": sum(len(shapes[n].cores) for n in online),
+            "cores_used": sum(len(loads[n].cores) for n in online if n in loads),
+            "memory_total": sum(shapes[n].memory_total for n in online),
+            "memory_reserved": sum(loads[n].memory for n in online if n in loads),
+            "gpus_total": sum(len(shapes[n].gpus) for n in online),
+            "gpus_used": sum(len(loads[n].gpus) for n in online if n in loads),
+            "queued": int(counts.get(TaskStatus.PENDING.value, 0)),
+            "running": int(counts.get(TaskStatus.RUNNING.value, 0)),
+        }

@@ -1,0 +1,268 @@
+"""Task operations behind the REST API: submit, query, kill, pause, resume."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+from traitlets.config import LoggingConfigurable
+
+from kohakuriver_lab.errors import Conflict, InvalidRequest, NotFound, RunnerUnavailable
+from kohakuriver_lab.ids import new_id
+from kohakuriver_lab.models import (
+    SubmitResult,
+    Target,
+    TaskEventInfo,
+    TaskInfo,
+    TaskPage,
+    TaskStatus,
+    TaskSubmit,
+)
+from kohakuriver_lab.protocol import KillTask, PauseTask, ResumeTask
+
+from .db.orm import Task, TaskEvent
+from .nodes import NodeRegistry
+from .placement import Request, impossible_reason
+from .scheduler import OrderSender, Scheduler
+from .statemachine import record_creation, transition
+
+MAX_PAGE = 500
+
+
+def task_info(task: Task) -> TaskInfo:
+    """The API view of a task row."""
+    return TaskInfo(
+        task_id=task.task_id,
+        batch_id=task.batch_id,
+        name=task.name,
+        task_type=task.task_type,  # type: ignore[arg-type]
+        owner=task.owner,
+        status=task.status,  # type: ignore[arg-type]
+        command=task.command,
+        env=task.env or {},
+        workdir=task.workdir,
+        priority=task.priority,
+        backend=task.backend,
+        req_cores=task.req_cores,
+        req_memory=task.req_memory,
+        req_gpus=task.req_gpus,
+        target=task.target,
+        node=task.node,
+        assigned_cores=task.assigned_cores or [],
+        assigned_gpus=task.assigned_gpus or [],
+        numa=task.numa,
+        exit_code=task.exit_code,
+        reason=task.reason,
+        kill_requested=task.kill_requested,
+        submitted_at=task.submitted_at,
+        started_at=task.started_at,
+        finished_at=task.finished_at,
+    )
+
+
+class TaskService(LoggingConfigurable):
+    """Submit and control tasks; every change is a DB state first, then a runner order."""
+
+    def __init__(
+        self,
+        db: sessionmaker[Session],
+        registry: NodeRegistry,
+        scheduler: Scheduler,
+        send: OrderSender,
+        is_connected: Callable[[str], bool],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._db = db
+        self._registry = registry
+        self._scheduler = scheduler
+        self._send = send
+        self._is_connected = is_connected
+
+    # -------------------------------------------------------------------------
+    # Submit
+    # -------------------------------------------------------------------------
+
+    def _check_target(self, body: TaskSubmit, target: Target | None) -> Request:
+        gpus = target.gpus if target and target.gpus is not None else body.gpus
+        request = Request(
+            cores=body.cores,
+            memory=body.memory,
+            gpu_indices=tuple(gpus) if isinstance(gpus, list | tuple) else None,
+            gpu_count=gpus if isinstance(gpus, int) else 0,
+            node=target.node if target else None,
+            numa=target.numa if target else None,
+            backend=body.backend,
+        )
+        known = self._registry.names()
+        if target is not None and target.node not in known:
+            listing = ", ".join(known) or "none registered yet"
+            raise InvalidRequest(f"unknown node '{target.node}' (known nodes: {listing})")
+        if request.wants_gpus and not known:
+            raise InvalidRequest("no node is registered yet, so no GPU can be requested")
+        reason = impossible_reason(request, self._registry.shapes())
+        if reason:
+            raise InvalidRequest(reason)
+        return request
+
+    def submit(self, body: TaskSubmit, owner: str) -> SubmitResult:
+        """Queue one task per target (all in one batch); impossible requests get 400."""
+        targets: list[Target | None] = list(body.parsed_targets()) or [None]
+        requests = [self._check_target(body, t) for t in targets]
+        now = time.time()
+        ids = [new_id() for _ in targets]
+        with self._db() as session:
+            for task_id, target, request in zip(ids, targets, requests, strict=True):
+                gpus: Any = (
+                    list(request.gpu_indices)
+                    if request.gpu_indices
+                    else (request.gpu_count or None)
+                )
+                task = Task(
+                    task_id=task_id,
+                    batch_id=ids[0],
+                    name=body.name,
+                    task_type=body.task_type.value,
+                    owner=owner,
+                    status=TaskStatus.PENDING.value,
+                    command=list(body.command),
+                    env=dict(body.env),
+                    workdir=body.workdir,
+                    priority=body.priority,
+                    backend=body.backend,
+                    req_cores=body.cores,
+                    req_memory=body.memory,
+                    req_gpus=gpus,
+                    target=str(target) if target else None,
+                    assigned_cores=[],
+                    assigned_gpus=[],
+                    kill_requested=False,
+                    submitted_at=now,
+                    reason="queued",
+                )
+                session.add(task)
+                record_creation(session, task, actor=owner, reason="submitted")
+            session.commit()
+        self._scheduler.kick()
+        return SubmitResult(task_ids=ids, batch_id=ids[0])
+
+    # -------------------------------------------------------------------------
+    # Queries
+    # -------------------------------------------------------------------------
+
+    @staticmethod
+    def _load(session: Session, task_id: int) -> Task:
+        task = session.get(Task, task_id)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    def get(self, task_id: int) -> TaskInfo:
+        """One task."""
+        with self._db() as session:
+            return task_info(self._load(session, task_id))
+
+    def status_of(self, task_id: int) -> TaskStatus:
+        """A task's current status."""
+        with self._db() as session:
+            return TaskStatus(self._load(session, task_id).status)
+
+    def list(
+        self,
+        *,
+        statuses: list[TaskStatus] | None = None,
+        node: str | None = None,
+        owner: str | None = None,
+        batch: int | None = None,
+        limit: int = 100,
+        cursor: int | None = None,
+    ) -> TaskPage:
+        """Tasks, newest first; ``cursor`` is the last ID of the previous page."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query = select(Task).order_by(Task.task_id.desc()).limit(limit + 1)
+        if statuses:
+            query = query.where(Task.status.in_([s.value for s in statuses]))
+        if node:
+            query = query.where(Task.node == node)
+        if owner:
+            query = query.where(Task.owner == owner)
+        if batch is not None:
+            query = query.where(Task.batch_id == batch)
+        if cursor is not None:
+            query = query.where(Task.task_id < cursor)
+        with self._db() as session:
+            rows = session.scalars(query).all()
+        page = [task_info(t) for t in rows[:limit]]
+        next_cursor = str(rows[limit - 1].task_id) if len(rows) > limit else None
+        return TaskPage(tasks=page, next_cursor=next_cursor)
+
+    def events(self, task_id: int) -> list[TaskEventInfo]:
+        """The task's transitions, oldest first."""
+        with self._db() as session:
+            self._load(session, task_id)
+            rows = session.scalars(
+                select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.event_id)
+            ).all()
+            return [
+                TaskEventInfo(
+                    event_id=e.event_id,
+                    task_id=e.task_id,
+                    from_status=e.from_status,  # type: ignore[arg-type]
+                    to_status=e.to_status,  # type: ignore[arg-type]
+                    actor=e.actor,
+                    reason=e.reason,
+                    at=e.at,
+                )
+                for e in rows
+            ]
+
+    # -------------------------------------------------------------------------
+    # Control
+    # -------------------------------------------------------------------------
+
+    def kill(self, task_id: int, actor: str) -> TaskInfo:
+        """Kill a task: queued ones end at once; placed ones are killed by their runner."""
+        with self._db() as session:
+            task = self._load(session, task_id)
+            status = TaskStatus(task.status)
+            if status in (TaskStatus.PENDING, TaskStatus.PENDING_APPROVAL):
+                transition(
+                    session, task, TaskStatus.KILLED, actor=actor, reason="killed while queued"
+                )
+                task.kill_requested = True
+            elif status.holds_resources or status is TaskStatus.LOST:
+                task.kill_requested = True
+            else:
+                raise Conflict(f"task {task_id} has already ended ({status.value})")
+            session.commit()
+            info = task_info(task)
+        if task.node and task.status != TaskStatus.KILLED.value and status is not TaskStatus.LOST:
+            order = KillTask(order_id=new_id(), task_id=task_id, grace=self._scheduler.kill_grace)
+            if not self._send(task.node, order):
+                self.log.info("kill of task %s waits for node %s to reconnect", task_id, task.node)
+        return info
+
+    def _control(self, task_id: int, expected: TaskStatus, verb: str) -> TaskInfo:
+        with self._db() as session:
+            task = self._load(session, task_id)
+            info = task_info(task)
+        if TaskStatus(task.status) is not expected:
+            raise Conflict(
+                f"task {task_id} is {task.status}; only a {expected.value} task can be {verb}d"
+            )
+        if not task.node or not self._is_connected(task.node):
+            raise RunnerUnavailable(f"node {task.node} is not connected; try again when it is")
+        order = (PauseTask if verb == "pause" else ResumeTask)(order_id=new_id(), task_id=task_id)
+        self._send(task.node, order)
+        return info
+
+    def pause(self, task_id: int) -> TaskInfo:
+        """Freeze a running task (the status changes when the runner confirms)."""
+        return self._control(task_id, TaskStatus.RUNNING, "pause")
+
+    def resume(self, task_id: int) -> TaskInfo:
+        """Thaw a paused task (the status changes when the runner confirms)."""
+        return self._control(task_id, TaskStatus.PAUSED, "resume")
