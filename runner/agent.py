@@ -204,12 +204,16 @@ class _Session:
         for report in hello.tasks:
             known = message.log_offsets.get(str(report.task_id), {})
             self.offsets[report.task_id] = {s: int(known.get(s, 0)) for s in LogStream}
-        self.log.info("connected to %s as %s (%d task(s))", self.agent.url, self.agent.node,
-                      len(hello.tasks))
+        self.log.info(
+            "connected to %s as %s (%d task(s))", self.agent.url, self.agent.node, len(hello.tasks)
+        )
 
     async def _run_workers(self, ws: ClientConnection) -> None:
         workers: list[Callable[[], Awaitable[None]]] = [
-            self._receive, self._heartbeats, self._pump_logs, self._forward_events,
+            self._receive,
+            self._heartbeats,
+            self._pump_logs,
+            self._forward_events,
         ]
         tasks = [asyncio.ensure_future(w()) for w in workers]
         stop = asyncio.ensure_future(self.agent._stop.wait())

@@ -134,7 +134,10 @@ class RunnerApp(Application):
         await backend.recover()
         self.log.info(
             "runner %s (backend %s, state %s) connecting to %s",
-            self.node_name, backend.name, state_dir, agent.url,
+            self.node_name,
+            backend.name,
+            state_dir,
+            agent.url,
         )
         try:
             status = await agent.run()

@@ -50,7 +50,9 @@ def _node_memory(node_dir: Path) -> int:
     return int(match.group(1)) * 1024 if match else 0
 
 
-def discover_numa(cores: list[int], memory_total: int, sys_dir: Path = SYS_NODE_DIR) -> list[NumaNode]:
+def discover_numa(
+    cores: list[int], memory_total: int, sys_dir: Path = SYS_NODE_DIR
+) -> list[NumaNode]:
     """NUMA nodes from sysfs, limited to usable cores; fallback: node 0 with everything."""
     nodes: list[NumaNode] = []
     usable = set(cores)

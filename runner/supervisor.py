@@ -126,9 +126,7 @@ class Supervisor:
                     env=build_env(spec),
                     start_new_session=True,
                     # the supervisor is single-threaded, so preexec_fn is safe here
-                    preexec_fn=_preexec(  # noqa: PLW1509
-                        cgroups, list(spec.get("cores") or []), rlimit_as
-                    ),
+                    preexec_fn=_preexec(cgroups, list(spec.get("cores") or []), rlimit_as),
                 )
         except (OSError, subprocess.SubprocessError) as exc:
             code, reason = _start_error(exc, argv[0])

@@ -49,7 +49,7 @@ class FakeHost:
         port = self.server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}/base/"
 
-    async def __aenter__(self) -> FakeHost:  # noqa: PYI034
+    async def __aenter__(self) -> FakeHost:
         self.server = await serve(
             self._handler,
             "127.0.0.1",

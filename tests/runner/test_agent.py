@@ -41,7 +41,10 @@ async def running_agent(host: FakeHost, state_dir: Path) -> AsyncIterator[Runner
     backend = LocalBackend(state_dir=state_dir, node="node-a")
     await backend.recover()
     agent = RunnerAgent(
-        host_url=host.url, token="tok-123", node="node-a", backend=backend,
+        host_url=host.url,
+        token="tok-123",
+        node="node-a",
+        backend=backend,
         reconnect_max_delay=1.0,
     )
     runner = asyncio.ensure_future(agent.run())
@@ -102,7 +105,8 @@ def test_start_task_order_ack_running_logs_then_final(state_dir: Path) -> None:
             assert _logs(seen, task.task_id, "stderr") == b"warn"
             assert all(
                 len(base64.b64decode(m.data)) <= MAX_LOG_CHUNK
-                for m in seen if isinstance(m, LogData)
+                for m in seen
+                if isinstance(m, LogData)
             )
             # a repeated start is acknowledged and does not run it twice
             await host.send(StartTask(order_id=2, task=task))
@@ -174,7 +178,8 @@ def test_hello_reconciles_and_logs_resume_from_welcome_offsets(state_dir: Path) 
             (report,) = hello.tasks
             assert (report.state, report.exit_code) == ("failed", 4)
             assert {s.value: n for s, n in report.log_sizes.items()} == {
-                "stdout": 11, "stderr": 4,
+                "stdout": 11,
+                "stderr": 4,
             }
             first, second = await host.next(), await host.next()
             logs = {m.stream.value: m for m in (first, second) if isinstance(m, LogData)}
@@ -220,10 +225,21 @@ def test_runner_command_exits_nonzero_on_403_without_logging_token(tmp_path: Pat
         async with FakeHost(reject_status=403) as host:
             env = dict(os.environ, KOHAKURIVER_RUNNER_TOKEN="sup3r-secret")
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "kohakuriver_lab.runner", "--host-url", host.url,
-                "--name", "node-z", "--state-dir", str(tmp_path / "st"), "--log-level", "DEBUG",
-                env=env, cwd=tmp_path,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                sys.executable,
+                "-m",
+                "kohakuriver_lab.runner",
+                "--host-url",
+                host.url,
+                "--name",
+                "node-z",
+                "--state-dir",
+                str(tmp_path / "st"),
+                "--log-level",
+                "DEBUG",
+                env=env,
+                cwd=tmp_path,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
             )
             out, _ = await asyncio.wait_for(proc.communicate(), 30)
             assert proc.returncode == EXIT_AUTH_FAILED

@@ -24,8 +24,9 @@ def test_memory_limit_is_killed_oom_and_cgroup_removed(state_dir: Path) -> None:
         await backend.start(task)
         path = state_dir / "tasks" / str(task.task_id)
         cgroups = taskdir.read_json(path / taskdir.CGROUPS)
-        memory_dir = Path(cgroups["paths"]["memory"] if cgroups["version"] == 1
-                          else cgroups["paths"]["unified"])
+        memory_dir = Path(
+            cgroups["paths"]["memory"] if cgroups["version"] == 1 else cgroups["paths"]["unified"]
+        )
         assert memory_dir.is_dir()
         event = await final_event(backend, task.task_id, timeout=30)
         assert (event.state, event.exit_code) == ("killed_oom", -9)

@@ -73,7 +73,9 @@ def test_signal_death_is_failed_with_signal_name(state_dir: Path) -> None:
     asyncio.run(main())
 
 
-def test_env_argv_and_workdir(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_argv_and_workdir(
+    state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("KOHAKURIVER_RUNNER_TOKEN", "secret-token")
     monkeypatch.setenv("KOHAKURIVER_OTHER_SECRET", "x")
     script = (

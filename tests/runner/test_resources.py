@@ -23,7 +23,9 @@ def test_numa_parsed_from_sysfs(tmp_path: Path) -> None:
         d = tmp_path / f"node{node}"
         d.mkdir()
         (d / "cpulist").write_text(cpus + "\n")
-        (d / "meminfo").write_text(f"Node {node} MemTotal:       {kb} kB\nNode {node} MemFree: 1 kB\n")
+        (d / "meminfo").write_text(
+            f"Node {node} MemTotal:       {kb} kB\nNode {node} MemFree: 1 kB\n"
+        )
     (tmp_path / "nodefoo").mkdir()  # not a node
     nodes = discover_numa([0, 1, 2], 999, sys_dir=tmp_path)
     assert [(n.id, n.cores, n.memory_total) for n in nodes] == [
