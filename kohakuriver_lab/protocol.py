@@ -33,7 +33,7 @@ from kohakuriver_lab.models import (
     SnowflakeID,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Literal[1] = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Largest message either side accepts; a log chunk carries at most :data:`MAX_LOG_CHUNK`."""
 MAX_LOG_CHUNK = 256 * 1024

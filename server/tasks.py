@@ -170,7 +170,7 @@ class TaskService(LoggingConfigurable):
         with self._db() as session:
             return TaskStatus(self._load(session, task_id).status)
 
-    def list(
+    def list_tasks(
         self,
         *,
         statuses: list[TaskStatus] | None = None,

@@ -63,7 +63,7 @@ class RunnerTokenService(LoggingConfigurable):
         self.log.info("runner token %s (%s) created by %s", row.token_id, row.name, created_by)
         return token_info(row, token)
 
-    def list(self) -> list[RunnerTokenInfo]:
+    def list_tokens(self) -> list[RunnerTokenInfo]:
         """Every token, newest first, without secrets."""
         with self._db() as session:
             rows = session.scalars(select(RunnerToken).order_by(RunnerToken.token_id.desc()))

@@ -124,8 +124,8 @@ def api(jp_fetch: Callable[..., Awaitable[Any]]) -> Api:
 
 
 @pytest.fixture
-def host_url(jp_serverapp: Any, jp_base_url: str) -> str:
-    """The HTTP base URL of the test server (with its base path)."""
+def host_url(jp_serverapp: Any, jp_base_url: str, http_server_client: Any) -> str:
+    """The HTTP base URL of the test server (with its base path); the server is listening."""
     return f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"
 
 

@@ -59,7 +59,7 @@ class TasksHandler(ClusterAPIHandler):
             raise InvalidRequest("cursor must be the next_cursor of a previous page")
         if batch_raw is not None and not batch_raw.isdigit():
             raise InvalidRequest("batch must be a batch ID")
-        page = self.services.tasks.list(
+        page = self.services.tasks.list_tasks(
             statuses=statuses,
             node=self.get_query_argument("node", None),
             owner=self.get_query_argument("owner", None),
@@ -195,7 +195,7 @@ class RunnerTokensHandler(ClusterAPIHandler):
     @web.authenticated
     @authorized
     def get(self) -> None:
-        tokens = self.services.tokens.list()
+        tokens = self.services.tokens.list_tokens()
         self.write_json({"tokens": [t.model_dump(mode="json") for t in tokens]})
 
     @web.authenticated
