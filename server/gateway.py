@@ -306,7 +306,6 @@ class RunnerGateway(LoggingConfigurable):
             return False
         task.exit_code = exit_code
         transition(session, task, outcome, actor=actor, reason=reason)
-        task.reason = reason
         return True
 
     def _maybe_forget(self, task_id: int) -> None:

@@ -181,7 +181,6 @@ class Scheduler(LoggingConfigurable):
         task.assigned_cores = placement.cores
         task.assigned_gpus = placement.gpus
         task.numa = placement.numa
-        task.reason = None
         load.reserve(placement, task.req_memory, task.task_id)
         transition(
             session,

@@ -52,7 +52,8 @@ def transition(
     reason: str | None = None,
     now: float | None = None,
 ) -> TaskEvent:
-    """Move ``task`` to ``new``, stamp its times and add the event row (no commit).
+    """Move ``task`` to ``new`` (``reason`` becomes the task's reason), stamp its times and
+    add the event row (no commit).
 
     Raises :class:`~kohakuriver_lab.errors.Conflict` for an illegal transition.
     """
@@ -61,6 +62,7 @@ def transition(
         raise Conflict(f"task {task.task_id} cannot go from {current.value} to {new.value}")
     now = time.time() if now is None else now
     task.status = new.value
+    task.reason = reason
     if new is S.ASSIGNING:
         task.assigned_at = now
     elif new is S.RUNNING and task.started_at is None:

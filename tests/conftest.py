@@ -118,15 +118,22 @@ class Api:
 
 
 @pytest.fixture
-def api(jp_fetch: Callable[..., Awaitable[Any]]) -> Api:
+def started_host(jp_serverapp: Any, jp_asyncio_loop: Any) -> Any:
+    """The server with its extensions started (pytest-jupyter skips ``_post_start``)."""
+    jp_asyncio_loop.run_until_complete(jp_serverapp.extension_manager.start_all_extensions())
+    return jp_serverapp
+
+
+@pytest.fixture
+def api(jp_fetch: Callable[..., Awaitable[Any]], started_host: Any) -> Api:
     """JSON calls to ``/kohakuriver/api/...`` as the authenticated test user."""
     return Api(jp_fetch)
 
 
 @pytest.fixture
-def host_url(jp_serverapp: Any, jp_base_url: str, http_server_client: Any) -> str:
+def host_url(started_host: Any, jp_base_url: str, http_server_client: Any) -> str:
     """The HTTP base URL of the test server (with its base path); the server is listening."""
-    return f"http://127.0.0.1:{jp_serverapp.port}{jp_base_url}"
+    return f"http://127.0.0.1:{started_host.port}{jp_base_url}"
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ from kohakuriver_lab.testing.fake_runner import FakeRunner
 
 FINAL = {"completed", "failed", "killed", "killed_oom", "lost", "rejected", "stopped"}
 
+pytestmark = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
+
 
 async def wait_status(
     api: Any, task_id: str, wanted: set[str], timeout: float = 5.0
