@@ -9,16 +9,9 @@ from typing import Any
 
 import pytest
 
+from kohakuriver_lab.testing.integration import missing
+
 pytest_plugins = ("pytest_jupyter.jupyter_server",)
-
-REQUIRE_INTEGRATION = os.environ.get("KOHAKURIVER_REQUIRE_INTEGRATION") == "1"
-
-
-def missing(reason: str) -> None:
-    """Skip a test whose daemon is absent, or fail it under ``.ci/run``."""
-    if REQUIRE_INTEGRATION:
-        pytest.fail(f"{reason} (KOHAKURIVER_REQUIRE_INTEGRATION=1: a missing daemon is a failure)")
-    pytest.skip(reason)
 
 
 def reset_postgres(url: str) -> None:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-
-import pytest
 
 from kohakuriver_lab.protocol import TaskSpec
 from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
-from kohakuriver_lab.runner.cgroups import TaskCgroups
 
 PY = sys.executable
 _ids = iter(range(1000, 10**6))
@@ -31,21 +27,3 @@ async def final_event(backend: Backend, task_id: int, timeout: float = 15.0) -> 
         event = await next_event(backend, timeout)
         if event.task_id == task_id and event.final:
             return event
-
-
-def memory_cgroup_writable() -> bool:
-    group = TaskCgroups.create(f"probe-{os.getpid()}", 64 << 20)
-    try:
-        return group.memory_limited
-    finally:
-        group.remove()
-
-
-def require_cgroups() -> None:
-    """Skip without a writable memory cgroup, or fail if KOHAKURIVER_REQUIRE_INTEGRATION=1."""
-    if memory_cgroup_writable():
-        return
-    message = "no writable memory cgroup on this machine"
-    if os.environ.get("KOHAKURIVER_REQUIRE_INTEGRATION") == "1":
-        pytest.fail(f"{message} (KOHAKURIVER_REQUIRE_INTEGRATION=1 forbids skipping)")
-    pytest.skip(message)

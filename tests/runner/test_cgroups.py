@@ -6,10 +6,11 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from runner_helpers import PY, final_event, require_cgroups, spec
+from runner_helpers import PY, final_event, spec
 
 from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.local import LocalBackend
+from kohakuriver_lab.testing.integration import require_cgroups
 
 pytestmark = pytest.mark.cgroups
 

@@ -253,7 +253,7 @@ def test_pause_resume_with_signals(
 
 @pytest.mark.cgroups
 def test_pause_resume_with_freezer(state_dir: Path, tmp_path: Path) -> None:
-    from runner_helpers import require_cgroups
+    from kohakuriver_lab.testing.integration import require_cgroups
 
     require_cgroups()
     _counter_pause_resume(state_dir, tmp_path)
