@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Quick start: set up .venv if needed and run JupyterLab whose server is the cluster host,
+# with an embedded runner for this machine (a one-node cluster; no Docker needed).
+#   bash scripts/run.sh                  # extra arguments go to `jupyter lab`
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=.venv/bin/python
+[[ -x $PY ]] || python3 -m venv .venv
+if ! "$PY" -c 'import kohakuriver_lab, jupyterlab' 2>/dev/null; then
+    echo "== pip install -e .[lab]" >&2
+    "$PY" -m pip install -q --disable-pip-version-check -e ".[lab]"
+fi
+
+args=(--ClusterHostApp.embedded_runner=True)
+[[ $(id -u) != 0 ]] || args+=(--allow-root) # Jupyter refuses root without it
+exec .venv/bin/jupyter lab "${args[@]}" "$@"
