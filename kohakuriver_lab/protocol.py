@@ -22,6 +22,7 @@ acknowledged without starting it twice.
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -38,6 +39,16 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Largest message either side accepts; a log chunk carries at most :data:`MAX_LOG_CHUNK`."""
 MAX_LOG_CHUNK = 256 * 1024
 RUNNER_CONNECT_PATH = "kohakuriver/api/runners/connect"
+
+
+def runner_socket_url(host_url: str) -> str:
+    """``http://h:8888/base/`` → ``ws://h:8888/base/kohakuriver/api/runners/connect``."""
+    base = host_url if host_url.endswith("/") else host_url + "/"
+    parts = urlsplit(urljoin(base, RUNNER_CONNECT_PATH))
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    if scheme not in ("ws", "wss"):
+        raise ValueError(f"host_url must be http(s):// or ws(s)://, got {host_url!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
 
 
 class _Message(BaseModel):

@@ -17,7 +17,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import pydantic
 from websockets.asyncio.client import ClientConnection, connect
@@ -28,7 +27,6 @@ from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import (
     MAX_LOG_CHUNK,
     MAX_MESSAGE_BYTES,
-    RUNNER_CONNECT_PATH,
     Ack,
     ErrorMessage,
     ForgetTask,
@@ -43,6 +41,7 @@ from kohakuriver_lab.protocol import (
     Welcome,
     encode,
     parse_host_message,
+    runner_socket_url,
 )
 from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
 from kohakuriver_lab.runner.errors import BackendError, TaskStartError
@@ -58,14 +57,7 @@ class AuthenticationFailed(Exception):
     """The host refused the runner token (401/403): retrying will not help."""
 
 
-def connect_url(host_url: str) -> str:
-    """``http://h:8888/base/`` → ``ws://h:8888/base/kohakuriver/api/runners/connect``."""
-    base = host_url if host_url.endswith("/") else host_url + "/"
-    parts = urlsplit(urljoin(base, RUNNER_CONNECT_PATH))
-    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("ws", "wss"):
-        raise ValueError(f"host_url must be http(s):// or ws(s)://, got {host_url!r}")
-    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, ""))
+connect_url = runner_socket_url  # kept for callers of the runner API
 
 
 # ===== Agent =====

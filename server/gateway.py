@@ -313,7 +313,7 @@ class RunnerGateway(LoggingConfigurable):
         if expected is None:
             return
         if all(self._logs.size(task_id, s) >= size for s, size in expected.items()):
-            node = self._task_nodes.get(task_id)
+            node = self._task_nodes.pop(task_id, None)
             del self._pending_forget[task_id]
             if node:
                 self.send(node, ForgetTask(task_id=task_id))
@@ -347,6 +347,7 @@ class RunnerGateway(LoggingConfigurable):
             session.commit()
         # The runner sends every log byte before a final state, so the logs are complete.
         self.send(node, ForgetTask(task_id=message.task_id))
+        self._task_nodes.pop(message.task_id, None)
         self._logs.notify(message.task_id)
         if changed:
             self._scheduler.kick()

@@ -14,7 +14,6 @@ import websockets
 
 from kohakuriver_lab.models import GpuInfo, LogStream, NodeMetrics, NumaNode
 from kohakuriver_lab.protocol import (
-    RUNNER_CONNECT_PATH,
     Ack,
     ForgetTask,
     Heartbeat,
@@ -29,15 +28,10 @@ from kohakuriver_lab.protocol import (
     Welcome,
     encode,
     parse_host_message,
+    runner_socket_url,
 )
 
-
-def ws_url(host_url: str) -> str:
-    """The runner socket URL for a host base URL."""
-    base = host_url if host_url.endswith("/") else host_url + "/"
-    return (
-        base.replace("http://", "ws://", 1).replace("https://", "wss://", 1) + RUNNER_CONNECT_PATH
-    )
+ws_url = runner_socket_url
 
 
 class FakeRunner:
