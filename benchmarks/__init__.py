@@ -1,0 +1,1 @@
+"""Performance benchmarks of kohakuriver-lab (``python -m benchmarks``)."""
