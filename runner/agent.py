@@ -57,9 +57,6 @@ class AuthenticationFailed(Exception):
     """The host refused the runner token (401/403): retrying will not help."""
 
 
-connect_url = runner_socket_url  # kept for callers of the runner API
-
-
 # ===== Agent =====
 
 
@@ -80,7 +77,7 @@ class RunnerAgent:
         welcome_timeout: float = 30.0,
         log: logging.Logger | None = None,
     ) -> None:
-        self.url = connect_url(host_url)
+        self.url = runner_socket_url(host_url)
         self._token = token
         self.node = node
         self.backend = backend

@@ -31,8 +31,6 @@ from kohakuriver_lab.protocol import (
     runner_socket_url,
 )
 
-ws_url = runner_socket_url
-
 
 class FakeRunner:
     """A node with ``cores`` cores and ``gpus`` GPUs whose tasks finish when told to.
@@ -57,7 +55,7 @@ class FakeRunner:
         heartbeat: bool = True,
         reports: list[TaskReport] | None = None,
     ) -> None:
-        self.url = ws_url(host_url)
+        self.url = runner_socket_url(host_url)
         self.token = token
         self.name = name
         per_numa = max(1, cores // numa_nodes)

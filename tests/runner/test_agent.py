@@ -26,14 +26,15 @@ from kohakuriver_lab.protocol import (
     ResumeTask,
     StartTask,
     TaskState,
+    runner_socket_url,
 )
-from kohakuriver_lab.runner.agent import EXIT_AUTH_FAILED, RunnerAgent, connect_url
+from kohakuriver_lab.runner.agent import EXIT_AUTH_FAILED, RunnerAgent
 from kohakuriver_lab.runner.backends.local import LocalBackend
 
 
-def test_connect_url() -> None:
-    assert connect_url("http://h:8888/") == "ws://h:8888/kohakuriver/api/runners/connect"
-    assert connect_url("https://h/jup") == "wss://h/jup/kohakuriver/api/runners/connect"
+def test_runner_socket_url() -> None:
+    assert runner_socket_url("http://h:8888/") == "ws://h:8888/kohakuriver/api/runners/connect"
+    assert runner_socket_url("https://h/jup") == "wss://h/jup/kohakuriver/api/runners/connect"
 
 
 @contextlib.asynccontextmanager

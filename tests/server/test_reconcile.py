@@ -181,10 +181,10 @@ async def test_runner_cannot_report_on_another_nodes_task(
 async def test_first_message_must_be_hello(host_url: str, runner_token: str) -> None:
     import websockets
 
-    from kohakuriver_lab.testing.fake_runner import ws_url
+    from kohakuriver_lab.protocol import runner_socket_url
 
     async with websockets.connect(
-        ws_url(host_url), additional_headers={"Authorization": f"Bearer {runner_token}"}
+        runner_socket_url(host_url), additional_headers={"Authorization": f"Bearer {runner_token}"}
     ) as ws:
         await ws.send('{"type": "task_state", "v": 1, "task_id": "1", "state": "completed"}')
         reply = await ws.recv()
@@ -197,11 +197,10 @@ async def test_first_message_must_be_hello(host_url: str, runner_token: str) -> 
 async def test_oversized_message_closes_the_socket(host_url: str, runner_token: str) -> None:
     import websockets
 
-    from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES
-    from kohakuriver_lab.testing.fake_runner import ws_url
+    from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES, runner_socket_url
 
     async with websockets.connect(
-        ws_url(host_url),
+        runner_socket_url(host_url),
         additional_headers={"Authorization": f"Bearer {runner_token}"},
         max_size=None,
     ) as ws:
