@@ -7,6 +7,7 @@ message is refused and logged; the host keeps going.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import Any, Protocol
@@ -85,6 +86,7 @@ class RunnerGateway(LoggingConfigurable):
         self._bad: dict[int, int] = {}
         self._task_nodes: dict[int, str | None] = {}
         self._pending_forget: dict[int, dict[LogStream, int]] = {}
+        self._state_reports: list[tuple[RunnerConnection, TaskState]] = []
 
     # -------------------------------------------------------------------------
     # Sending
@@ -324,32 +326,65 @@ class RunnerGateway(LoggingConfigurable):
     # -------------------------------------------------------------------------
 
     def on_task_state(self, conn: RunnerConnection, message: TaskState) -> None:
-        """Apply a runner's report of a task's new state."""
-        node = self._node(conn)
-        actor = f"runner:{node}"
+        """Queue a runner's report of a task's new state; reports arriving in one loop turn
+        are applied in one transaction."""
+        self._state_reports.append((conn, message))
+        if len(self._state_reports) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self.apply_state_reports)
+            except RuntimeError:  # no loop (unit tests): apply now
+                self.apply_state_reports()
+
+    def apply_state_reports(self) -> None:
+        """Apply every queued task-state report in one transaction, then send follow-ups."""
+        reports, self._state_reports = self._state_reports, []
+        if not reports:
+            return
+        followups: list[tuple[str, Any]] = []
+        ended: list[int] = []
+        refused: list[tuple[RunnerConnection, ProtocolViolation]] = []
         with self._db() as session:
-            self._check_owner(session, conn, message.task_id)
-            task = session.get(Task, message.task_id)
-            assert task is not None
-            status = TaskStatus(task.status)
-            if message.state in ALIVE:
-                new = ALIVE[message.state]
-                if status.is_final and status is not TaskStatus.LOST:
-                    self.send(node, self._kill(task.task_id, 0))
-                    return
-                if status is not new:
-                    transition(session, task, new, actor=actor, reason=message.reason)
-                    session.commit()
-                return
-            changed = self._apply_outcome(
-                session, task, message.state, message.exit_code, message.reason, actor
-            )
+            ids = {m.task_id for _, m in reports}
+            tasks = {
+                t.task_id: t for t in session.scalars(select(Task).where(Task.task_id.in_(ids)))
+            }
+            for conn, message in reports:
+                node = self._node(conn)
+                task = tasks.get(message.task_id)
+                if task is None or task.node != node:
+                    refused.append(
+                        (
+                            conn,
+                            ProtocolViolation(
+                                f"task {message.task_id} is not assigned to node {node}"
+                            ),
+                        )
+                    )
+                    continue
+                status = TaskStatus(task.status)
+                actor = f"runner:{node}"
+                if message.state in ALIVE:
+                    new = ALIVE[message.state]
+                    if status.is_final and status is not TaskStatus.LOST:
+                        followups.append((node, self._kill(task.task_id, 0)))
+                    elif status is not new:
+                        transition(session, task, new, actor=actor, reason=message.reason)
+                    continue
+                if self._apply_outcome(
+                    session, task, message.state, message.exit_code, message.reason, actor
+                ):
+                    ended.append(task.task_id)
+                # The runner sends every log byte before a final state: the logs are complete.
+                followups.append((node, ForgetTask(task_id=message.task_id)))
             session.commit()
-        # The runner sends every log byte before a final state, so the logs are complete.
-        self.send(node, ForgetTask(task_id=message.task_id))
-        self._task_nodes.pop(message.task_id, None)
-        self._logs.notify(message.task_id)
-        if changed:
+        for conn, violation in refused:
+            self._refuse(conn, violation)
+        for node, order in followups:
+            self.send(node, order)
+            if isinstance(order, ForgetTask):
+                self._task_nodes.pop(order.task_id, None)
+                self._logs.notify(order.task_id)
+        if ended:
             self._scheduler.kick()
 
     def on_log(self, conn: RunnerConnection, message: LogData) -> None:

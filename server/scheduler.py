@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
@@ -34,8 +34,31 @@ OrderSender = Callable[[str, Any], bool]
 """Sends a message to a node's runner; returns False when the runner is not connected."""
 
 
-def request_of(task: Task) -> Request:
-    """The placement request a task row describes."""
+class RequestFields(Protocol):
+    """The task columns placement reads (an ORM task or a result row)."""
+
+    req_cores: int
+    req_memory: int | None
+    req_gpus: Any
+    target: str | None
+    backend: str | None
+
+
+NO_NODE_ONLINE = "waiting for a node to come online"
+_PLACEMENT_COLUMNS = (
+    Task.task_id,
+    Task.priority,
+    Task.req_cores,
+    Task.req_memory,
+    Task.req_gpus,
+    Task.target,
+    Task.backend,
+    Task.reason,
+)
+
+
+def request_of(task: RequestFields) -> Request:
+    """The placement request a task describes."""
     target = parse_target(task.target) if task.target else None
     indices: tuple[int, ...] | None = None
     count = 0
@@ -116,10 +139,18 @@ class Scheduler(LoggingConfigurable):
         self._registry = registry
         self._send = send
         self._kick_pending = False
+        self._full_pass = True
+        self._seen_up_to = 0
         self.passes = 0
 
-    def kick(self) -> None:
-        """Ask for a dispatch pass soon (coalesced)."""
+    def kick(self, *, new_tasks_only: bool = False) -> None:
+        """Ask for a dispatch pass soon (coalesced).
+
+        ``new_tasks_only``: nothing was freed since the last pass (a submit), so tasks that
+        did not fit then still do not fit, and only tasks queued since need a look.
+        """
+        if not new_tasks_only:
+            self._full_pass = True
         if self._kick_pending:
             return
         self._kick_pending = True
@@ -130,58 +161,86 @@ class Scheduler(LoggingConfigurable):
 
     def _run_pass(self) -> None:
         self._kick_pending = False
+        after = None if self._full_pass else self._seen_up_to
+        self._full_pass = False
         try:
-            orders, more = self.dispatch()
+            orders, more = self.dispatch(after_id=after)
         except Exception:
             self.log.exception("dispatch pass failed")
+            self._full_pass = True
             return
         for node, order in orders:
             self._send(node, order)
         if more:
             self.kick()
 
-    def dispatch(self) -> tuple[list[tuple[str, StartTask]], bool]:
-        """One pass: assign what fits; returns the start orders and whether more is queued."""
+    def dispatch(self, after_id: int | None = None) -> tuple[list[tuple[str, StartTask]], bool]:
+        """One pass: assign what fits; returns the start orders and whether more is queued.
+
+        ``after_id`` limits the pass to tasks queued after that ID (see :meth:`kick`).
+
+        Only the columns placement needs are read for the queue; full rows are loaded for
+        the tasks that get placed.
+        """
         self.passes += 1
         shapes = self._registry.shapes(online_only=True)
-        orders: list[tuple[str, StartTask]] = []
         with self._db() as session:
-            pending = session.scalars(
-                select(Task)
+            if not shapes:  # nothing can be placed: just say so, cheaply
+                session.execute(
+                    update(Task)
+                    .where(Task.status == TaskStatus.PENDING.value)
+                    .where(or_(Task.reason.is_(None), Task.reason != NO_NODE_ONLINE))
+                    .values(reason=NO_NODE_ONLINE)
+                )
+                session.commit()
+                return [], False
+            query = (
+                select(*_PLACEMENT_COLUMNS)
                 .where(Task.status == TaskStatus.PENDING.value)
                 .order_by(Task.priority.desc(), Task.task_id)
                 .limit(self.pass_limit + 1)
-            ).all()
-            more = len(pending) > self.pass_limit
-            if not pending:
+            )
+            if after_id is not None:
+                query = query.where(Task.task_id > after_id)
+            rows = session.execute(query).all()
+            more = len(rows) > self.pass_limit
+            if not rows:
                 return [], False
+            self._seen_up_to = max(self._seen_up_to, max(r.task_id for r in rows))
             loads = current_loads(session)
             candidates = [(shape, loads.setdefault(shape.name, NodeLoad())) for shape in shapes]
-            now = time.time()
-            for task in pending[: self.pass_limit]:
-                result = (
-                    choose_node(request_of(task), candidates)
-                    if candidates
-                    else ("waiting for a node to come online")
-                )
+            placed: dict[int, Placement] = {}
+            reasons: list[dict[str, Any]] = []
+            for row in rows[: self.pass_limit]:
+                result = choose_node(request_of(row), candidates)
                 if isinstance(result, str):
-                    if task.reason != result:
-                        task.reason = result
+                    if row.reason != result:
+                        reasons.append({"task_id": row.task_id, "reason": result})
                     continue
-                self._assign(session, task, result, loads[result.node], now)
-                orders.append((result.node, start_order(task, self.kill_grace)))
+                loads[result.node].reserve(result, row.req_memory, row.task_id)
+                placed[row.task_id] = result
+            if reasons:
+                session.execute(update(Task), reasons)
+            orders: list[tuple[str, StartTask]] = []
+            if placed:
+                now = time.time()
+                tasks = {
+                    t.task_id: t
+                    for t in session.scalars(select(Task).where(Task.task_id.in_(placed)))
+                }
+                for task_id, placement in placed.items():
+                    task = tasks[task_id]
+                    self._assign(session, task, placement, now)
+                    orders.append((placement.node, start_order(task, self.kill_grace)))
             session.commit()
         return orders, more
 
     @staticmethod
-    def _assign(
-        session: Session, task: Task, placement: Placement, load: NodeLoad, now: float
-    ) -> None:
+    def _assign(session: Session, task: Task, placement: Placement, now: float) -> None:
         task.node = placement.node
         task.assigned_cores = placement.cores
         task.assigned_gpus = placement.gpus
         task.numa = placement.numa
-        load.reserve(placement, task.req_memory, task.task_id)
         transition(
             session,
             task,

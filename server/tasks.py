@@ -146,7 +146,7 @@ class TaskService(LoggingConfigurable):
                 session.add(task)
                 record_creation(session, task, actor=owner, reason="submitted")
             session.commit()
-        self._scheduler.kick()
+        self._scheduler.kick(new_tasks_only=True)
         return SubmitResult(task_ids=ids, batch_id=ids[0])
 
     # -------------------------------------------------------------------------
