@@ -32,3 +32,7 @@ c.RunnerApp.backend = "local"
 # c.RunnerApp.verify_tls = True
 
 # c.RunnerApp.log_level = "INFO"
+
+# Backend-specific settings. For "local": turn cgroups off (memory limits then fall back to
+# RLIMIT_AS, and an out-of-memory death cannot be told apart from other failures).
+# c.RunnerApp.backend_options = {"use_cgroups": False}

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Float, Unicode, default
+from traitlets import Bool, Dict, Float, Unicode, default
 from traitlets.config import Application
 
 import kohakuriver_lab
@@ -68,6 +68,12 @@ class RunnerApp(Application):
     backend = Unicode(
         "local", help="Backend short name (entry point group kohakuriver_lab.runner_backends)."
     ).tag(config=True)
+    backend_options = Dict(
+        help=(
+            "Backend-specific settings. local: {'use_cgroups': False} turns off cgroups "
+            "(memory limits then use RLIMIT_AS, and OOM cannot be told from other kills)."
+        ),
+    ).tag(config=True)
     state_dir = Unicode(
         help="Where task state and logs are kept (default: "
         "$XDG_DATA_HOME/kohakuriver/runner/{name}, i.e. ~/.local/share/...)."
@@ -116,7 +122,9 @@ class RunnerApp(Application):
     async def _run(self) -> int:
         backend_cls = load_backend_class(self.backend)
         state_dir = Path(self.state_dir).expanduser() / backend_cls.name
-        backend = backend_cls(state_dir=state_dir, node=self.node_name, log=self.log)
+        backend = backend_cls(
+            state_dir=state_dir, node=self.node_name, log=self.log, options=self.backend_options
+        )
         nvml = Nvml()
         agent = RunnerAgent(
             host_url=self.host_url,

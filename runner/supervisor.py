@@ -100,7 +100,10 @@ class Supervisor:
             return self._fail(None, "spec.json missing or unreadable", None)
         started = time.time()
         memory = spec.get("memory")
-        cgroups = TaskCgroups.create(f"task-{spec['task_id']}", memory)
+        if spec.get("use_cgroups", True):
+            cgroups = TaskCgroups.create(f"task-{spec['task_id']}", memory)
+        else:
+            cgroups = TaskCgroups(0, {}, ["cgroups turned off (use_cgroups=False)"])
         notes = list(cgroups.notes)
         rlimit_as = None
         if memory is not None and not cgroups.memory_limited:

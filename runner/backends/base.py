@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import RunnerTaskState, TaskReport, TaskSpec
@@ -41,9 +41,17 @@ class Backend(abc.ABC):
     name: ClassVar[str] = ""
     supported_features: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, *, state_dir: Path, node: str, log: logging.Logger | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        state_dir: Path,
+        node: str,
+        log: logging.Logger | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
         self.state_dir = Path(state_dir)
         self.node = node
+        self.options = dict(options or {})  # backend-specific settings (RunnerApp.backend_options)
         self.log = log or logging.getLogger(f"kohakuriver.runner.backends.{self.name}")
         self.events: asyncio.Queue[TaskEvent] = asyncio.Queue()
 

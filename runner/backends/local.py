@@ -114,6 +114,7 @@ class LocalBackend(Backend):
         path.mkdir(parents=True)
         data = spec.model_dump(mode="json")
         data["node"] = self.node
+        data["use_cgroups"] = bool(self.options.get("use_cgroups", True))
         taskdir.write_json_atomic(path / taskdir.SPEC, data)
         for stream in taskdir.STREAMS:
             (path / stream).touch()

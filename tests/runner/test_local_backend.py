@@ -315,3 +315,22 @@ def test_supervisor_lost_is_reported_failed(state_dir: Path) -> None:
         assert "supervisor died" in (report.reason or "")
 
     asyncio.run(main())
+
+
+def test_memory_limit_without_cgroups_falls_back_to_rlimit(state_dir: Path) -> None:
+    """With cgroups off (or not writable) the limit is RLIMIT_AS, with a warning in the log."""
+
+    async def main() -> None:
+        backend = LocalBackend(state_dir=state_dir, node="n1", options={"use_cgroups": False})
+        hog = spec([PY, "-c", "b = bytearray(512 << 20)"], memory=256 << 20)
+        small = spec([PY, "-c", "b = bytearray(16 << 20)"], memory=256 << 20)
+        await backend.start(hog)
+        event = await final_event(backend, hog.task_id)
+        assert (event.state, event.exit_code) == ("failed", 1)  # MemoryError, not an OOM kill
+        assert b"MemoryError" in backend.read_log(hog.task_id, LogStream.STDERR, 0, 10_000)
+        log = (state_dir / "tasks" / str(hog.task_id) / taskdir.SUPERVISOR_LOG).read_text()
+        assert "RLIMIT_AS" in log
+        await backend.start(small)
+        assert (await final_event(backend, small.task_id)).state == "completed"
+
+    asyncio.run(main())
