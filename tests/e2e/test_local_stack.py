@@ -94,3 +94,34 @@ def test_memory_limit_oom_is_killed_oom(host: HostProcess) -> None:
         assert task.status.value == "killed_oom", task
         ok = client.submit(["python3", "-c", "b = bytearray(16 << 20)"], memory="64M").task_ids[0]
         assert wait_for(client, ok, TERMINAL).status.value == "completed"
+
+
+def test_client_follows_logs_live_and_waits(host: HostProcess) -> None:
+    with host.client() as client:
+        script = "echo one; echo warn >&2; sleep 0.5; echo two"
+        task_id = client.submit(["sh", "-c", script]).task_ids[0]
+        seen = list(client.follow_logs(task_id))
+        assert "".join(t for s, t in seen if s == "stdout") == "one\ntwo\n"
+        assert "".join(t for s, t in seen if s == "stderr") == "warn\n"
+        done = client.wait(task_id, timeout=10)
+        assert done.status.value == "completed"
+
+
+def test_async_client_against_the_host(host: HostProcess) -> None:
+    import asyncio
+
+    from harness import TOKEN
+
+    from kohakuriver_lab.client import AsyncClient
+
+    async def main() -> None:
+        async with AsyncClient(host.url, TOKEN) as client:
+            batch = await client.submit(["sh", "-c", "echo async"], name="a")
+            task = await client.wait(batch.task_ids[0], timeout=10)
+            assert task.status.value == "completed"
+            chunks = [text async for _, text in client.follow_logs(task.task_id, stream="stdout")]
+            assert "".join(chunks) == "async\n"
+            page = await client.list_tasks(status="completed")
+            assert task.task_id in [t.task_id for t in page.tasks]
+
+    asyncio.run(main())
