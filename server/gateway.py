@@ -199,9 +199,15 @@ class RunnerGateway(LoggingConfigurable):
             )
             conn.close(1008, "token is bound to another node")
             return
-        old = self._sessions.get(hello.node)
-        if old is not None and old is not conn:
-            old.close(4000, "replaced by a new connection from the same node")
+        if hello.node in self._sessions:
+            # Two runners with one name would keep replacing each other: the live one stays.
+            # (A runner that died has its socket closed by the kernel, so this only waits out
+            # half-open connections, which the heartbeat timeout ends.)
+            self.log.warning("refused a second runner for node %s", hello.node)
+            text = f"node {hello.node} is already connected from another runner"
+            conn.write_message(encode(ErrorMessage(message=text)))
+            conn.close(4003, "node already connected")
+            return
         conn.node = hello.node
         followups: list[Any] = []
         with self._db() as session:
@@ -274,7 +280,11 @@ class RunnerGateway(LoggingConfigurable):
         for task in missing:
             if task.task_id in reported:
                 continue
-            if task.status == TaskStatus.ASSIGNING.value:
+            if task.status == TaskStatus.ASSIGNING.value and task.kill_requested:
+                transition(
+                    session, task, TaskStatus.KILLED, actor=actor, reason="killed before it started"
+                )
+            elif task.status == TaskStatus.ASSIGNING.value:
                 followups.append(start_order(task, self._scheduler.kill_grace))
             else:
                 transition(

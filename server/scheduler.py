@@ -251,9 +251,11 @@ class Scheduler(LoggingConfigurable):
         )
 
     def resend_stuck(self) -> int:
-        """Resend start orders of tasks 'assigning' for longer than ``assign_timeout``."""
+        """Resend start orders of tasks 'assigning' for longer than ``assign_timeout``
+        (or end them as killed when a kill was asked for meanwhile)."""
         limit = time.time() - self.assign_timeout
         sent = 0
+        freed = False
         with self._db() as session:
             stuck = session.scalars(
                 select(Task).where(
@@ -261,10 +263,21 @@ class Scheduler(LoggingConfigurable):
                 )
             ).all()
             for task in stuck:
-                if task.node and self._send(task.node, start_order(task, self.kill_grace)):
+                if task.kill_requested:  # the runner never confirmed it: it never ran
+                    transition(
+                        session,
+                        task,
+                        TaskStatus.KILLED,
+                        actor="scheduler",
+                        reason="killed before it started",
+                    )
+                    freed = True
+                elif task.node and self._send(task.node, start_order(task, self.kill_grace)):
                     task.assigned_at = time.time()
                     sent += 1
             session.commit()
+        if freed:
+            self.kick()
         return sent
 
 

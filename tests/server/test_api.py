@@ -459,11 +459,15 @@ async def test_responses_match_openapi_schemas(api: Any, host_url: str, runner_t
 async def test_new_small_task_backfills_past_a_waiting_one(
     api: Any, host_url: str, runner_token: str
 ) -> None:
-    runner = await FakeRunner(host_url, runner_token, "node-a", cores=1, auto_finish=False).connect()
+    runner = await FakeRunner(
+        host_url, runner_token, "node-a", cores=1, auto_finish=False
+    ).connect()
     try:
         busy = (await api.post("tasks", {"command": ["x"], "cores": 1}, expect=201))["task_ids"][0]
         await wait_status(api, busy, {"running"})
-        waiting = (await api.post("tasks", {"command": ["x"], "cores": 1}, expect=201))["task_ids"][0]
+        waiting = (await api.post("tasks", {"command": ["x"], "cores": 1}, expect=201))["task_ids"][
+            0
+        ]
         light = (await api.post("tasks", {"command": ["x"], "cores": 0}, expect=201))["task_ids"][0]
         assert (await wait_status(api, light, {"running"}))["assigned_cores"] == []
         assert (await api.get(f"tasks/{waiting}"))["status"] == "pending"

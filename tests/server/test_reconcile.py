@@ -208,3 +208,39 @@ async def test_oversized_message_closes_the_socket(host_url: str, runner_token: 
             await ws.send("x" * (MAX_MESSAGE_BYTES + 1))
             await ws.recv()
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
+
+
+async def test_second_runner_with_the_same_name_is_refused(
+    api: Any, host_url: str, runner_token: str
+) -> None:
+    first = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
+    try:
+        with pytest.raises(AssertionError, match="already connected"):
+            await FakeRunner(host_url, runner_token, "node-a").connect()
+        task_id = await start_running(api, first)  # the first one is undisturbed
+        assert int(task_id) in first.started
+    finally:
+        await first.close()
+
+
+async def test_kill_of_a_task_whose_start_never_arrived(
+    api: Any, host_url: str, runner_token: str
+) -> None:
+    runner = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
+    # the runner "loses" start orders: the task stays assigning
+    runner._start = _ignore  # type: ignore[method-assign]
+    task_id = (await api.post("tasks", {"command": ["x"]}, expect=201))["task_ids"][0]
+    await wait_status(api, task_id, {"assigning"})
+    await runner.close()
+    await api.post(f"tasks/{task_id}/kill", expect=202)
+    back = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
+    try:
+        task = await wait_status(api, task_id, {"killed"})
+        assert task["reason"] == "killed before it started"
+        assert int(task_id) not in back.started
+    finally:
+        await back.close()
+
+
+async def _ignore(order: object) -> None:
+    return None
