@@ -1,4 +1,7 @@
-"""REST submit latency: one keep-alive client, back-to-back submits, tasks queue (no runner).
+"""REST submit latency: one keep-alive client, back-to-back submits that queue.
+
+Two scenarios: no runner at all, and a busy cluster (one node online whose only core is
+held, so each submit's dispatch pass really considers the new task and it waits).
 
 Baseline: the same client doing authenticated ``GET /api/status`` (jupyter_server's own
 handler) on the same server, back-to-back, right after the submits.
@@ -10,9 +13,15 @@ latency a client submitting in a loop sees, and what is measured.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from ._common import API, Outcome, Row, running_host, summary_ms
+from kohakuriver_lab.testing.fake_runner import FakeRunner
+
+from ._common import API, Host, Outcome, Row, running_host, summary_ms
 
 NAME = "submit_latency"
 BODY = {"command": ["true"], "cores": 0}
@@ -30,6 +39,36 @@ def _timed(call: object, count: int) -> list[float]:
     return out
 
 
+@contextmanager
+def busy_node(host: Host) -> Iterator[None]:
+    """One online node with one core, held by a running task, on a background loop."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = FakeRunner(host.url, host.runner_token("busy"), "busy", cores=1, auto_finish=False)
+    asyncio.run_coroutine_threadsafe(runner.connect(), loop).result(30)
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.close(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def _busy_submits(host: Host) -> list[float]:
+    with busy_node(host), host.client() as client:
+        hold = client.post(f"{API}/tasks", json={"command": ["sleep"], "cores": 1})
+        hold.raise_for_status()
+        time.sleep(0.3)  # the holder is placed; from now on every submit waits
+
+        def submit() -> None:
+            response = client.post(f"{API}/tasks", json={"command": ["true"], "cores": 1})
+            if response.status_code != 201:
+                raise RuntimeError(f"submit failed: {response.status_code} {response.text}")
+
+        return _timed(submit, WARMUP + SAMPLES)[WARMUP:]
+
+
 def run(quick: bool) -> Outcome:
     with running_host() as host, host.client() as client:
 
@@ -45,6 +84,8 @@ def run(quick: bool) -> Outcome:
         submit_s = _timed(submit, WARMUP + SAMPLES)[WARMUP:]
         time.sleep(0.2)  # let the last dispatch pass finish
         status_s = _timed(status, SAMPLES)
+    with running_host() as host:
+        busy = summary_ms(_busy_submits(host))
     sub, base = summary_ms(submit_s), summary_ms(status_s)
     first, last = summary_ms(submit_s[:100]), summary_ms(submit_s[-100:])
     label = "GET /api/status"
@@ -55,6 +96,24 @@ def run(quick: bool) -> Outcome:
     rows = [
         Row(NAME, "p50", sub["p50"], "ms", 5.0, False, base["p50"], label, note),
         Row(NAME, "p99", sub["p99"], "ms", 25.0, False, base["p99"], label),
+        Row(
+            NAME,
+            "p50 busy node",
+            busy["p50"],
+            "ms",
+            5.0,
+            False,
+            base["p50"],
+            label,
+            f"{SAMPLES} submits that wait behind a held core on an online node",
+        ),
+        Row(NAME, "p99 busy node", busy["p99"], "ms", 25.0, False, base["p99"], label),
     ]
-    details = {"submit_ms": sub, "status_ms": base, "first100_ms": first, "last100_ms": last}
+    details = {
+        "submit_ms": sub,
+        "status_ms": base,
+        "first100_ms": first,
+        "last100_ms": last,
+        "busy_ms": busy,
+    }
     return Outcome(rows, details)
