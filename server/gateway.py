@@ -84,7 +84,7 @@ class RunnerGateway(LoggingConfigurable):
         self._logs = logs
         self._sessions: dict[str, RunnerConnection] = {}
         self._bad: dict[int, int] = {}
-        self._task_nodes: dict[int, str | None] = {}
+        self._task_nodes: dict[int, str] = {}
         self._pending_forget: dict[int, dict[LogStream, int]] = {}
         self._state_reports: list[tuple[RunnerConnection, TaskState]] = []
 
@@ -168,16 +168,15 @@ class RunnerGateway(LoggingConfigurable):
         assert conn.node is not None
         return conn.node
 
-    def _check_owner(self, session: Session | None, conn: RunnerConnection, task_id: int) -> None:
-        node = self._task_nodes.get(task_id, "?")
-        if node == "?":
-            if session is None:
-                with self._db() as own:
-                    task = own.get(Task, task_id)
-            else:
+    def _check_owner(self, conn: RunnerConnection, task_id: int) -> None:
+        """Refuse reports about tasks not assigned to the sender's node (cached per task)."""
+        node = self._task_nodes.get(task_id)
+        if node is None:
+            with self._db() as session:
                 task = session.get(Task, task_id)
-            node = task.node if task else None
-            self._task_nodes[task_id] = node
+            if task is None or task.node is None:
+                raise ProtocolViolation(f"task {task_id} is not assigned to node {conn.node}")
+            node = self._task_nodes[task_id] = task.node
         if node != conn.node:
             raise ProtocolViolation(f"task {task_id} is not assigned to node {conn.node}")
 
@@ -399,7 +398,7 @@ class RunnerGateway(LoggingConfigurable):
 
     def on_log(self, conn: RunnerConnection, message: LogData) -> None:
         """Store a log chunk."""
-        self._check_owner(None, conn, message.task_id)
+        self._check_owner(conn, message.task_id)
         try:
             data = base64.b64decode(message.data, validate=True)
         except (binascii.Error, ValueError):
