@@ -1,0 +1,62 @@
+"""The README's run command: JupyterLab whose server hosts a one-node cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from harness import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
+    port, token = free_port(), "quickstart-token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KOHAKURIVER_")}
+    env["JUPYTER_DATA_DIR"] = str(tmp_path / "data")  # keep the cluster DB in the test's dir
+    argv = [
+        "bash",
+        str(ROOT / "scripts" / "run.sh"),
+        "--no-browser",
+        f"--port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={tmp_path}",
+        "--EmbeddedRunner.node_name=quickstart",
+    ]
+    log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115  closed below
+    process = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
+    headers = {"Authorization": f"token {token}"}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        nodes: list[dict[str, object]] = []
+        while time.monotonic() < deadline:
+            assert process.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+            try:
+                nodes = httpx.get(f"{base}/kohakuriver/api/nodes", headers=headers).json()["nodes"]
+            except (httpx.HTTPError, ValueError, KeyError):
+                nodes = []
+            if any(n["status"] == "online" for n in nodes):
+                break
+            time.sleep(0.3)
+        assert [(n["name"], n["status"], n["backends"]) for n in nodes] == [
+            ("quickstart", "online", ["local"])
+        ]
+        lab = httpx.get(f"{base}/lab", headers=headers)
+        assert lab.status_code == 200 and "JupyterLab" in lab.text
+        created = httpx.post(
+            f"{base}/kohakuriver/api/tasks", headers=headers, json={"command": ["echo", "quick"]}
+        )
+        assert created.status_code == 201
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(30)
+        log.close()
