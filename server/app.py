@@ -16,6 +16,7 @@ from kohakuriver_lab.models import RunnerTokenCreate
 
 from .db.engine import make_engine, make_sessionmaker, upgrade_schema
 from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
+from .events import EventBus
 from .gateway import RunnerGateway
 from .logstore import LogStore, default_log_dir
 from .nodes import NodeRegistry
@@ -33,7 +34,7 @@ class ClusterHostApp(ExtensionApp):
     load_other_extensions = False  # only used by ``jupyter kohakuriver`` (headless)
     serverapp_config = {"open_browser": False}
     default_url = "/kohakuriver/api/cluster"
-    classes = [NodeRegistry, Scheduler, RunnerGateway, LogStore, EmbeddedRunner]
+    classes = [NodeRegistry, Scheduler, RunnerGateway, LogStore, EmbeddedRunner, EventBus]
 
     data_dir = Unicode(
         help="Directory for the host's database (SQLite default), task logs and runner state."

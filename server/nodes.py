@@ -27,6 +27,7 @@ from kohakuriver_lab.models import (
 from kohakuriver_lab.protocol import Hello
 
 from .db.orm import Node
+from .events import EventBus
 from .placement import NodeLoad, NodeShape
 
 
@@ -80,6 +81,12 @@ class NodeRegistry(LoggingConfigurable):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._nodes: dict[str, NodeState] = {}
+        self.events: EventBus | None = None
+        """Where status changes and heartbeats are published (set by the services)."""
+
+    def _emit(self, payload: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.publish("nodes", payload)
 
     # -------------------------------------------------------------------------
     # Loading and registration
@@ -132,6 +139,7 @@ class NodeRegistry(LoggingConfigurable):
         """Mark a node online or offline, in memory and in the DB."""
         state = self._nodes[name]
         state.status = status
+        self._emit({"type": "node", "name": name, "status": status.value})
         session.execute(
             update(Node)
             .where(Node.name == name)
@@ -150,6 +158,10 @@ class NodeRegistry(LoggingConfigurable):
         state.last_seen = time.time()
         if metrics is not None:
             state.history.append(metrics)
+            if self.events is not None and self.events.subscribers:
+                self._emit(
+                    {"type": "metrics", "name": name, "metrics": metrics.model_dump(mode="json")}
+                )
 
     def stale(self, now: float | None = None) -> list[str]:
         """Online nodes that missed ``offline_after`` heartbeat intervals."""

@@ -171,6 +171,17 @@ def _paths() -> dict[str, Any]:
         "/kohakuriver/api/cluster": {
             "get": _op("Cluster summary", {"200": _json(_ref("ClusterSummary"))})
         },
+        "/kohakuriver/api/events": {
+            "get": _op(
+                "WebSocket: live task and node changes",
+                {"101": {"description": "JSON frames {type: subscribed|task|node|metrics}"}},
+                parameters=[
+                    _query("topics", {"type": "string"}, "comma-separated subset of tasks,nodes"),
+                    _query("tasks", {"type": "string"}, "only these task IDs (comma-separated)"),
+                    _query("batch", {"type": "string"}, "only tasks of this batch"),
+                ],
+            )
+        },
         "/kohakuriver/api/runner-tokens": {
             "get": _op(
                 "List runner tokens (no secrets)",

@@ -17,7 +17,7 @@ from .handlers.api import (
     TaskLogsHandler,
     TasksHandler,
 )
-from .handlers.sockets import LogFollowHandler, RunnerSocketHandler
+from .handlers.sockets import EventsHandler, LogFollowHandler, RunnerSocketHandler
 
 API_PREFIX = "/kohakuriver/api"
 _ID = r"(\d{1,20})"
@@ -32,6 +32,7 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (r"/nodes", NodesHandler),
     (r"/nodes/([A-Za-z0-9._-]{1,63})", NodeHandler),
     (r"/cluster", ClusterHandler),
+    (r"/events", EventsHandler),
     (r"/runner-tokens", RunnerTokensHandler),
     (rf"/runner-tokens/{_ID}", RunnerTokenHandler),
     (r"/runners/connect", RunnerSocketHandler),

@@ -12,11 +12,12 @@ from traitlets.config import Configurable
 from kohakuriver_lab.models import NodeStatus, TaskStatus
 
 from .db.orm import Task
+from .events import EventBus
 from .gateway import RunnerGateway
 from .logstore import LogStore
 from .nodes import NodeRegistry
 from .scheduler import Scheduler, current_loads
-from .tasks import TaskService
+from .tasks import TaskService, task_info
 from .tokens import RunnerTokenService
 
 
@@ -32,13 +33,18 @@ class ClusterServices:
     logs: LogStore
     tasks: TaskService
     tokens: RunnerTokenService
+    events: EventBus
 
     @classmethod
     def build(
         cls, engine: Engine, db: sessionmaker[Session], log_dir: str, parent: Configurable
     ) -> ClusterServices:
         """Construct and connect the services (configured from ``parent``'s config)."""
+        events = EventBus(parent=parent)
+        events.attach(db)
+        events.task_view = lambda task: task_info(task).model_dump(mode="json")
         registry = NodeRegistry(parent=parent)
+        registry.events = events
         logs = LogStore(parent=parent, log_dir=log_dir)
         holder: dict[str, RunnerGateway] = {}
 
@@ -52,7 +58,7 @@ class ClusterServices:
         tokens = RunnerTokenService(db, parent=parent)
         with db() as session:
             registry.load(session)
-        return cls(engine, db, registry, scheduler, gateway, logs, tasks, tokens)
+        return cls(engine, db, registry, scheduler, gateway, logs, tasks, tokens, events)
 
     def summary(self) -> dict[str, int]:
         """Cluster totals for dashboards."""

@@ -16,6 +16,7 @@ from kohakuriver_lab.ids import new_id
 from kohakuriver_lab.models import TaskStatus as S
 
 from .db.orm import Task, TaskEvent
+from .events import note_task_changed
 
 _RUNNER_OUTCOMES = {S.COMPLETED, S.FAILED, S.KILLED, S.KILLED_OOM, S.STOPPED}
 
@@ -81,6 +82,7 @@ def transition(
         at=now,
     )
     session.add(event)
+    note_task_changed(session, task)
     return event
 
 
@@ -97,3 +99,4 @@ def record_creation(session: Session, task: Task, *, actor: str, reason: str | N
             at=task.submitted_at,
         )
     )
+    note_task_changed(session, task)

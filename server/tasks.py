@@ -24,6 +24,7 @@ from kohakuriver_lab.models import (
 from kohakuriver_lab.protocol import KillTask, PauseTask, ResumeTask
 
 from .db.orm import Task, TaskEvent
+from .events import note_task_changed
 from .nodes import NodeRegistry
 from .placement import Request, impossible_reason
 from .scheduler import OrderSender, Scheduler
@@ -235,6 +236,7 @@ class TaskService(LoggingConfigurable):
                 task.kill_requested = True
             elif status.holds_resources or status is TaskStatus.LOST:
                 task.kill_requested = True
+                note_task_changed(session, task)
             else:
                 raise Conflict(f"task {task_id} has already ended ({status.value})")
             session.commit()

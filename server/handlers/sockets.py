@@ -120,6 +120,79 @@ class LogFollowHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocke
             logs.unsubscribe(task_id, event)
 
 
+class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+    """Live task and node changes: ``{"type": "task", "task": TaskInfo}``,
+    ``{"type": "node", "name", "status"}``, ``{"type": "metrics", "name", "metrics"}``.
+
+    Query: ``topics`` (``tasks,nodes``), ``tasks`` (comma-separated IDs), ``batch``.
+    The first frame is ``{"type": "subscribed", "topics": [...]}``.
+    """
+
+    auth_resource = AUTH_RESOURCE
+    TOPICS = frozenset({"tasks", "nodes"})
+
+    @property
+    def services(self) -> ClusterServices:
+        """The host's services."""
+        return self.settings["kohakuriver_services"]  # type: ignore[no-any-return]
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Authorize and read the filters, then upgrade."""
+        user = self.current_user
+        allowed = await ensure_async(
+            self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)
+        )
+        if not allowed:
+            raise web.HTTPError(403)
+        topics = frozenset(
+            t for t in self.get_query_argument("topics", "tasks,nodes").split(",") if t
+        )
+        if not topics or not topics <= self.TOPICS:
+            raise web.HTTPError(400, "topics must be a comma-separated subset of tasks,nodes")
+        ids_raw = self.get_query_argument("tasks", "")
+        batch_raw = self.get_query_argument("batch", "")
+        parts = [p for p in ids_raw.split(",") if p]
+        if not all(p.isdigit() and len(p) <= 20 for p in parts) or (
+            batch_raw and not batch_raw.isdigit()
+        ):
+            raise web.HTTPError(400, "tasks and batch must be IDs")
+        self._filters = (
+            topics,
+            frozenset(int(p) for p in parts) or None,
+            int(batch_raw) if batch_raw else None,
+        )
+        await super().get(*args, **kwargs)  # type: ignore[misc]
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Subscribe and start sending."""
+        topics, ids, batch = self._filters
+        self._sub = self.services.events.subscribe(topics, ids, batch)
+        self._sender = asyncio.ensure_future(self._send(sorted(topics)))
+
+    def on_message(self, message: str | bytes) -> None:
+        """Clients have nothing to say on this socket."""
+
+    def on_close(self) -> None:
+        """Unsubscribe."""
+        sub = getattr(self, "_sub", None)
+        if sub is not None:
+            self.services.events.unsubscribe(sub)
+            self._sender.cancel()
+
+    async def _send(self, topics: list[str]) -> None:
+        try:
+            await self.write_message(json.dumps({"type": "subscribed", "topics": topics}))
+            while True:
+                payload = await self._sub.queue.get()
+                if payload is None:  # fell behind and was dropped
+                    self.close(1013, "too slow: reconnect and re-read the state")
+                    return
+                await self.write_message(json.dumps(payload))
+        except websocket.WebSocketClosedError:
+            return
+
+
 class RunnerSocketHandler(websocket.WebSocketHandler):
     """The runner control socket. Runners authenticate with a runner token, never with
     Jupyter credentials, and a runner token opens nothing but this socket."""

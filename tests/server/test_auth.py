@@ -22,7 +22,7 @@ def every_route() -> list[tuple[str, str]]:
     """(method, path) of every plain HTTP route; the two WebSockets are tested below."""
     pairs = []
     for pattern, handler in ROUTES:
-        if pattern.endswith(("/runners/connect", "/logs/follow")):
+        if pattern.endswith(("/runners/connect", "/logs/follow", "/events")):
             continue
         for method in ("get", "post", "delete"):
             if method in vars(handler):
@@ -66,8 +66,9 @@ async def test_runner_socket_needs_a_runner_token(host_url: str, jp_serverapp: A
         assert info.value.response.status_code in (401, 403)
 
 
-async def test_log_socket_needs_jupyter_auth(host_url: str, runner_token: str) -> None:
-    url = host_url.replace("http", "ws", 1).rstrip("/") + API_PREFIX + "/tasks/1/logs/follow"
+@pytest.mark.parametrize("path", ["/tasks/1/logs/follow", "/events"])
+async def test_user_sockets_need_jupyter_auth(host_url: str, runner_token: str, path: str) -> None:
+    url = host_url.replace("http", "ws", 1).rstrip("/") + API_PREFIX + path
     for headers in ({}, {"Authorization": f"Bearer {runner_token}"}):
         with pytest.raises(websockets.InvalidStatus) as info:
             await websockets.connect(url, additional_headers=headers)

@@ -14,6 +14,7 @@ from kohakuriver_lab.server.statemachine import can_transition, transition
 class FakeSession:
     def __init__(self) -> None:
         self.added: list[object] = []
+        self.info: dict[str, object] = {}
 
     def add(self, obj: object) -> None:
         self.added.append(obj)
