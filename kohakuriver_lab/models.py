@@ -208,6 +208,9 @@ def parse_target(text: str) -> Target:
 # REST: requests
 # =============================================================================
 
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$", re.IGNORECASE)
+"""Image references: ``name``, ``repo/name:tag``, ``name@sha256:...`` (no spaces, no options)."""
+
 MAX_ARGV_ITEMS = 4096
 MAX_ARGV_BYTES = 128 * 1024
 
@@ -231,7 +234,12 @@ class TaskSubmit(BaseModel):
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = Field(default=None, max_length=4096)
     priority: int = Field(default=0, ge=-1000, le=1000)
-    backend: str | None = Field(default=None, max_length=32)
+    backend: str | None = Field(
+        default=None, max_length=32, description="'local' or 'docker'; default: docker for an image"
+    )
+    image: str | None = Field(
+        default=None, max_length=255, description="container image to run in (docker backend)"
+    )
 
     @field_validator("command")
     @classmethod
@@ -284,6 +292,13 @@ class TaskSubmit(BaseModel):
                 raise ValueError(f"invalid environment variable name {key!r}")
             if "\x00" in val:
                 raise ValueError(f"environment variable {key} contains a NUL byte")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _check_image(cls, value: str | None) -> str | None:
+        if value is not None and not _IMAGE_RE.match(value):
+            raise ValueError(f"invalid image reference {value!r}")
         return value
 
     @field_validator("workdir")
@@ -344,6 +359,7 @@ class TaskInfo(BaseModel):
     workdir: str | None = None
     priority: int = 0
     backend: str | None = None
+    image: str | None = None
     req_cores: int
     req_memory: int | None = None
     req_gpus: list[int] | int | None = None

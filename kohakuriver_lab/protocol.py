@@ -94,6 +94,7 @@ class TaskSpec(BaseModel):
     memory: int | None = Field(default=None, description="memory limit in bytes")
     numa: int | None = None
     backend: str = "local"
+    image: str | None = Field(default=None, description="container image (docker backend)")
     kill_grace: float = Field(default=10.0, ge=0, le=3600)
 
 

@@ -42,6 +42,7 @@ class RequestFields(Protocol):
     req_gpus: Any
     target: str | None
     backend: str | None
+    image: str | None
 
 
 NO_NODE_ONLINE = "waiting for a node to come online"
@@ -53,8 +54,14 @@ _PLACEMENT_COLUMNS = (
     Task.req_gpus,
     Task.target,
     Task.backend,
+    Task.image,
     Task.reason,
 )
+
+
+def backend_of(task: Task) -> str:
+    """The backend a task runs with: as asked, else docker for an image, else local."""
+    return task.backend or ("docker" if task.image else "local")
 
 
 def request_of(task: RequestFields) -> Request:
@@ -73,7 +80,7 @@ def request_of(task: RequestFields) -> Request:
         gpu_count=count,
         node=target.node if target else None,
         numa=target.numa if target else None,
-        backend=task.backend,
+        backend=task.backend or ("docker" if task.image else None),
     )
 
 
@@ -108,7 +115,8 @@ def start_order(task: Task, kill_grace: float) -> StartTask:
         gpus=list(task.assigned_gpus or []),
         memory=task.req_memory,
         numa=task.numa,
-        backend=task.backend or "local",
+        backend=backend_of(task),
+        image=task.image,
         kill_grace=kill_grace,
     )
     return StartTask(order_id=new_id(), task=spec)

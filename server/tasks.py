@@ -47,6 +47,7 @@ def task_info(task: Task) -> TaskInfo:
         workdir=task.workdir,
         priority=task.priority,
         backend=task.backend,
+        image=task.image,
         req_cores=task.req_cores,
         req_memory=task.req_memory,
         req_gpus=task.req_gpus,
@@ -96,8 +97,10 @@ class TaskService(LoggingConfigurable):
             gpu_count=gpus if isinstance(gpus, int) else 0,
             node=target.node if target else None,
             numa=target.numa if target else None,
-            backend=body.backend,
+            backend=body.backend or ("docker" if body.image else None),
         )
+        if body.image and request.backend != "docker":
+            raise InvalidRequest("an image needs the docker backend")
         known = self._registry.names()
         if target is not None and target.node not in known:
             listing = ", ".join(known) or "none registered yet"
@@ -134,6 +137,7 @@ class TaskService(LoggingConfigurable):
                     workdir=body.workdir,
                     priority=body.priority,
                     backend=body.backend,
+                    image=body.image,
                     req_cores=body.cores,
                     req_memory=body.memory,
                     req_gpus=gpus,

@@ -54,6 +54,7 @@ class FakeRunner:
         output: bytes = b"",
         heartbeat: bool = True,
         reports: list[TaskReport] | None = None,
+        backends: tuple[str, ...] = ("local",),
     ) -> None:
         self.url = runner_socket_url(host_url)
         self.token = token
@@ -73,7 +74,7 @@ class FakeRunner:
                 GpuInfo(index=i, name="Fake GPU", numa_node=(i * numa_nodes) // max(gpus, 1))
                 for i in range(gpus)
             ],
-            backends=["local"],
+            backends=list(backends),
             tasks=reports or [],
         )
         self.auto_finish = auto_finish

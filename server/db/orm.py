@@ -37,6 +37,7 @@ class Task(Base):
     workdir: Mapped[str | None] = mapped_column(String(4096))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     backend: Mapped[str | None] = mapped_column(String(32))
+    image: Mapped[str | None] = mapped_column(String(255))
     req_cores: Mapped[int] = mapped_column(Integer, default=1)
     req_memory: Mapped[int | None] = mapped_column(BigInteger)
     req_gpus: Mapped[Any] = mapped_column(JSON, nullable=True)

@@ -76,6 +76,14 @@ async def test_impossible_requests_are_refused(api: Any, host_url: str, runner_t
             "POST", "tasks", {"command": ["true"], "targets": ["node-a:3"]}
         )
         assert status == 400 and "no NUMA node 3" in data["message"]
+        status, data = await api.call("POST", "tasks", {"command": ["true"], "image": "alpine"})
+        assert status == 400 and "has no 'docker' backend" in data["message"]
+        status, data = await api.call(
+            "POST", "tasks", {"command": ["true"], "image": "alpine", "backend": "local"}
+        )
+        assert status == 400 and "an image needs the docker backend" in data["message"]
+        status, data = await api.call("POST", "tasks", {"command": ["true"], "image": "a b --rm"})
+        assert status == 400 and "invalid image reference" in data["message"]
     finally:
         await runner.close()
 
@@ -475,3 +483,23 @@ async def test_new_small_task_backfills_past_a_waiting_one(
         await wait_status(api, waiting, {"running"})
     finally:
         await runner.close()
+
+
+async def test_image_tasks_go_to_docker_nodes(api: Any, host_url: str, runner_token: str) -> None:
+    plain = await FakeRunner(host_url, runner_token, "plain").connect()
+    docker = await FakeRunner(
+        host_url, runner_token, "dock", backends=("docker", "local")
+    ).connect()
+    try:
+        body = {"command": ["python", "-V"], "image": "kohakuriver/py:3.11"}
+        task_id = (await api.post("tasks", body, expect=201))["task_ids"][0]
+        task = await wait_status(api, task_id, {"completed"})
+        assert task["node"] == "dock" and task["image"] == "kohakuriver/py:3.11"
+        spec = docker.started[int(task_id)].task
+        assert (spec.backend, spec.image) == ("docker", "kohakuriver/py:3.11")
+        local = await api.post("tasks", {"command": ["true"], "targets": ["plain"]}, expect=201)
+        await wait_status(api, local["task_ids"][0], {"completed"})
+        assert plain.started[int(local["task_ids"][0])].task.backend == "local"
+    finally:
+        await plain.close()
+        await docker.close()
