@@ -310,3 +310,80 @@ def poll_delays(task_id: TaskRef, poll: float, timeout: float | None) -> Iterato
                 raise WaitTimeout(f"task {task_id} did not finish within {timeout} s")
             yield min(delay, remaining)
         delay = min(delay * 1.5, cap)
+
+
+# =============================================================================
+# Notebook jobs, artifacts and results
+# =============================================================================
+
+
+def submit_request(body: Mapping[str, Any]) -> Call[SubmitResult]:
+    """``POST /tasks`` with a prepared body (any task type, e.g. ``image`` or a notebook)."""
+    return Call("POST", "tasks", _model(SubmitResult), json=dict(body))
+
+
+def submit_notebook(
+    notebook: Mapping[str, Any],
+    *,
+    parameters: Mapping[str, Any] | None = None,
+    parameter_sets: Sequence[Mapping[str, Any]] | None = None,
+    **fields: Any,
+) -> Call[SubmitResult]:
+    """``POST /tasks`` with ``task_type: notebook``: one task, or one per parameter set."""
+    if parameters is not None and parameter_sets is not None:
+        raise InvalidRequest("give either parameters or parameter_sets, not both")
+    body = _given(**fields)
+    if isinstance(body.get("targets"), str):
+        body["targets"] = [body["targets"]]
+    body.update(task_type="notebook", notebook=dict(notebook))
+    if parameters is not None:
+        body["parameters"] = dict(parameters)
+    if parameter_sets is not None:
+        body["parameter_sets"] = [dict(p) for p in parameter_sets]
+    return submit_request(body)
+
+
+def _content(response: httpx.Response) -> bytes:
+    return response.content
+
+
+def get_artifact(task_id: TaskRef, name: str) -> Call[bytes]:
+    """``GET /tasks/{id}/artifacts/{name}`` (e.g. ``output.ipynb``) as bytes."""
+    return Call("GET", f"tasks/{path_id(task_id)}/artifacts/{quote(name, safe='')}", _content)
+
+
+def get_job(task_id: TaskRef) -> Call[dict[str, Any]]:
+    """``GET /tasks/{id}/job``: ``{"parameters": {...}, "notebook_name": ...}``."""
+    return Call("GET", f"tasks/{path_id(task_id)}/job", _dict)
+
+
+def post_progress(
+    task_id: TaskRef, done: int, total: int, cell: int | None, error: str | None = None
+) -> Call[None]:
+    """``POST /tasks/{id}/progress`` (task token)."""
+    body = {"done": done, "total": total, "cell": cell, "error": error}
+    return Call("POST", f"tasks/{path_id(task_id)}/progress", _nothing, json=body)
+
+
+def post_result(task_id: TaskRef, name: str, value: Any) -> Call[None]:
+    """``POST /tasks/{id}/results`` (task token): record one named JSON result."""
+    return Call(
+        "POST", f"tasks/{path_id(task_id)}/results", _nothing, json={"name": name, "value": value}
+    )
+
+
+def _results(response: httpx.Response) -> Any:
+    body = _json(response)
+    if not isinstance(body, dict) or "results" not in body:
+        raise BadResponse("expected {'results': ...} from host")
+    return body["results"]
+
+
+def get_results(task_id: TaskRef) -> Call[dict[str, Any]]:
+    """``GET /tasks/{id}/results`` → ``{name: value}``."""
+    return Call("GET", f"tasks/{path_id(task_id)}/results", _results)
+
+
+def batch_results(batch_id: TaskRef) -> Call[list[dict[str, Any]]]:
+    """``GET /batches/{id}/results`` → ``[{"task_id", "status", "parameters", "results"}]``."""
+    return Call("GET", f"batches/{path_id(batch_id)}/results", _results)

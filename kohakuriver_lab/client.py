@@ -229,6 +229,37 @@ class Client(_ClientBase):
                 return info
             time.sleep(next(delays))
 
+    # ----- notebook jobs, artifacts, results -----
+
+    def submit_request(self, body: Mapping[str, Any]) -> SubmitResult:
+        """Submit a prepared ``POST /tasks`` body (e.g. with ``image``)."""
+        return self._run(api.submit_request(body))
+
+    def submit_notebook(
+        self,
+        notebook: Mapping[str, Any],
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        parameter_sets: Sequence[Mapping[str, Any]] | None = None,
+        **fields: Any,
+    ) -> SubmitResult:
+        """Submit a notebook job (nbformat v4 dict); ``parameter_sets`` makes a sweep batch."""
+        return self._run(api.submit_notebook(
+            notebook, parameters=parameters, parameter_sets=parameter_sets, **fields
+        ))  # fmt: skip
+
+    def artifact(self, task_id: TaskRef, name: str = "output.ipynb") -> bytes:
+        """A stored artifact of a task (e.g. the executed notebook)."""
+        return self._run(api.get_artifact(task_id, name))
+
+    def results(self, task_id: TaskRef) -> dict[str, Any]:
+        """The results a task recorded with ``kohakuriver_lab.glue``."""
+        return self._run(api.get_results(task_id))
+
+    def batch_results(self, batch_id: TaskRef) -> list[dict[str, Any]]:
+        """Per-task ``{task_id, status, parameters, results}`` of a batch (a sweep)."""
+        return self._run(api.batch_results(batch_id))
+
     # ----- nodes, tokens, schema -----
 
     def list_nodes(self) -> list[NodeInfo]:
@@ -406,6 +437,37 @@ class AsyncClient(_ClientBase):
             if info.status.is_final:
                 return info
             await asyncio.sleep(next(delays))
+
+    # ----- notebook jobs, artifacts, results -----
+
+    async def submit_request(self, body: Mapping[str, Any]) -> SubmitResult:
+        """Submit a prepared ``POST /tasks`` body (e.g. with ``image``)."""
+        return await self._run(api.submit_request(body))
+
+    async def submit_notebook(
+        self,
+        notebook: Mapping[str, Any],
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        parameter_sets: Sequence[Mapping[str, Any]] | None = None,
+        **fields: Any,
+    ) -> SubmitResult:
+        """Submit a notebook job (nbformat v4 dict); ``parameter_sets`` makes a sweep batch."""
+        return await self._run(api.submit_notebook(
+            notebook, parameters=parameters, parameter_sets=parameter_sets, **fields
+        ))  # fmt: skip
+
+    async def artifact(self, task_id: TaskRef, name: str = "output.ipynb") -> bytes:
+        """A stored artifact of a task (e.g. the executed notebook)."""
+        return await self._run(api.get_artifact(task_id, name))
+
+    async def results(self, task_id: TaskRef) -> dict[str, Any]:
+        """The results a task recorded with ``kohakuriver_lab.glue``."""
+        return await self._run(api.get_results(task_id))
+
+    async def batch_results(self, batch_id: TaskRef) -> list[dict[str, Any]]:
+        """Per-task ``{task_id, status, parameters, results}`` of a batch (a sweep)."""
+        return await self._run(api.batch_results(batch_id))
 
     # ----- nodes, tokens, schema -----
 
