@@ -1,0 +1,391 @@
+"""The notebook-job wrapper that runs on a node: ``python -m kohakuriver_lab.nbjob``.
+
+The host starts notebook tasks with this command and the environment ``KOHAKURIVER_URL``,
+``KOHAKURIVER_TASK_ID`` and ``KOHAKURIVER_TASK_TOKEN``; everything else comes from the host:
+
+1. ``GET tasks/{id}/artifacts/input.ipynb`` and ``GET tasks/{id}/job`` (the parameters);
+2. papermill executes the notebook in-process: cell outputs stream to this process's
+   stdout/stderr (so the task's live log shows them), progress is posted per cell (at most
+   every ``PROGRESS_EVERY`` s, the last one always), and the partial output notebook is
+   uploaded at most every ``SAVE_EVERY`` s instead of papermill's save after every cell;
+3. ``PUT tasks/{id}/artifacts/output.ipynb`` at the end, also on failure (with the failing
+   cell), and the failure as the progress ``error`` (the task's reason); exit status 1.
+
+A kernel that dies (segfault, OOM kill) ends the job within about a second (nbclient notices;
+the kernel is shut down ``immediate``). Host calls are retried with backoff for up to
+``RETRY_FOR`` s, so a host restart does not lose the job's results.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import httpx
+
+from kohakuriver_lab import _http as api
+from kohakuriver_lab._http import Call, check_response
+
+T = TypeVar("T")
+log = logging.getLogger("kohakuriver_lab.nbjob")
+
+TASK_ID_ENV = "KOHAKURIVER_TASK_ID"
+TASK_TOKEN_ENV = "KOHAKURIVER_TASK_TOKEN"
+URL_ENV = "KOHAKURIVER_URL"
+
+PROGRESS_EVERY = 0.1
+SAVE_EVERY = 5.0
+RETRY_FOR = 120.0
+MAX_REASON = 2000
+RETRY_STATUSES = frozenset({502, 503, 504})
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class JobError(Exception):
+    """The job cannot run (no task environment, host gone for too long)."""
+
+
+# =============================================================================
+# Host link (task token)
+# =============================================================================
+
+
+class HostLink:
+    """Task-token calls to the host, retried with exponential backoff for ``retry_for`` s."""
+
+    def __init__(
+        self,
+        url: str,
+        task_id: str,
+        token: str,
+        *,
+        retry_for: float = RETRY_FOR,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        base = url if url.endswith("/") else url + "/"
+        self.task_id = task_id
+        self.retry_for = retry_for
+        self._lock = threading.Lock()  # httpx.Client is thread-safe; this orders uploads
+        self._http = httpx.Client(
+            base_url=f"{base}kohakuriver/api/",
+            headers={"Authorization": f"Task {token}"},
+            timeout=30,
+            transport=transport,
+        )
+
+    @classmethod
+    def from_env(cls) -> HostLink:
+        """Build from ``KOHAKURIVER_URL``/``_TASK_ID``/``_TASK_TOKEN``."""
+        missing = [n for n in (URL_ENV, TASK_ID_ENV, TASK_TOKEN_ENV) if not os.environ.get(n)]
+        if missing:
+            raise JobError(
+                f"not inside a kohakuriver task: {', '.join(missing)} not set "
+                "(the host starts notebook jobs with these)"
+            )
+        return cls(os.environ[URL_ENV], os.environ[TASK_ID_ENV], os.environ[TASK_TOKEN_ENV])
+
+    def _retry(self, send: Callable[[], httpx.Response]) -> httpx.Response:
+        deadline = time.monotonic() + self.retry_for
+        delay = 0.2
+        while True:
+            try:
+                response = send()
+                if response.status_code not in RETRY_STATUSES:
+                    check_response(response)
+                    return response
+                problem = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() + delay > deadline:
+                raise JobError(f"host unreachable for {self.retry_for:.0f} s: {problem}")
+            log.warning("host call failed (%s); retrying in %.1f s", problem, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    def run(self, call: Call[T]) -> T:
+        """Execute a :class:`~kohakuriver_lab._http.Call` with retries."""
+        response = self._retry(
+            lambda: self._http.request(call.method, call.path, params=call.params, json=call.json)
+        )
+        return call.parse(response)
+
+    def put_artifact(self, name: str, data: bytes) -> None:
+        """``PUT tasks/{id}/artifacts/{name}``."""
+        path = f"tasks/{self.task_id}/artifacts/{name}"
+        with self._lock:
+            self._retry(lambda: self._http.put(path, content=data))
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# =============================================================================
+# Progress and partial saves, off the cell path
+# =============================================================================
+
+
+class Reporter:
+    """Posts progress (latest value wins, ≥ ``every`` s apart) and uploads partial output
+    notebooks from one background thread, so cells never wait on the network."""
+
+    def __init__(self, link: HostLink, *, every: float = PROGRESS_EVERY) -> None:
+        self.link = link
+        self.every = every
+        self._cond = threading.Condition()
+        self._progress: tuple[int, int, int | None] | None = None
+        self._snapshot: bytes | None = None
+        self._stop = False
+        self.posted = 0
+        self._thread = threading.Thread(target=self._loop, name="nbjob-reporter", daemon=True)
+        self._thread.start()
+
+    def progress(self, done: int, total: int, cell: int | None) -> None:
+        with self._cond:
+            self._progress = (done, total, cell)
+            self._cond.notify()
+
+    def snapshot(self, data: bytes) -> None:
+        with self._cond:
+            self._snapshot = data
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        last = 0.0
+        while True:
+            with self._cond:
+                while self._progress is None and self._snapshot is None and not self._stop:
+                    self._cond.wait()
+                if self._stop:
+                    return
+                wait = last + self.every - time.monotonic()
+                if wait > 0 and self._snapshot is None:
+                    self._cond.wait(wait)
+                    continue
+                progress, self._progress = self._progress, None
+                snapshot, self._snapshot = self._snapshot, None
+            try:
+                if progress is not None:
+                    self.link.run(api.post_progress(self.link.task_id, *progress))
+                    self.posted += 1
+                    last = time.monotonic()
+                if snapshot is not None:
+                    self.link.put_artifact("output.ipynb", snapshot)
+            except Exception:  # reporting must never kill the job
+                log.warning("progress report failed", exc_info=True)
+
+    def finish(self, done: int, total: int, cell: int | None, error: str | None) -> None:
+        """Stop the thread and post the final progress synchronously."""
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join(timeout=30)
+        self.link.run(api.post_progress(self.link.task_id, done, total, cell, error))
+        self.posted += 1
+
+
+# =============================================================================
+# papermill engine with a throttled execution manager
+# =============================================================================
+
+
+def _engine_classes(reporter: Reporter, save_every: float) -> Any:
+    """The papermill engine for jobs (built lazily: papermill is imported only here)."""
+    from papermill.engines import NBClientEngine, NotebookExecutionManager
+
+    class JobManager(NotebookExecutionManager):  # type: ignore[misc]
+        """Saves by uploading a snapshot at most every ``save_every`` s; reports each cell."""
+
+        current_cell: int | None = None
+
+        def save(self, **kwargs: Any) -> None:
+            if kwargs.get("nb") is not None:
+                self.nb = kwargs["nb"]
+            if getattr(self, "_final", False):
+                return
+            now = time.monotonic()
+            if not hasattr(self, "_last_upload"):
+                self._last_upload = now  # no upload of the untouched notebook at the start
+            if now - self._last_upload >= save_every:
+                self._last_upload = now
+                reporter.snapshot(_dump(self.nb))
+
+        def autosave_cell(self, **kwargs: Any) -> None:
+            return None  # covered by the throttled save
+
+        def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            self.current_cell = cell_index
+            super().cell_start(cell, cell_index, **kwargs)
+
+        def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            super().cell_complete(cell, cell_index, **kwargs)
+            if cell_index is not None:
+                reporter.progress(cell_index + 1, len(self.nb.cells), cell_index)
+
+        def notebook_complete(self, **kwargs: Any) -> None:
+            self._final = True  # the job uploads the final notebook itself
+            super().notebook_complete(**kwargs)
+
+    class JobEngine(NBClientEngine):  # type: ignore[misc]
+        managers: list[Any] = []
+
+        @classmethod
+        def execute_notebook(
+            cls,
+            nb: Any,
+            kernel_name: str,
+            output_path: str | None = None,
+            progress_bar: bool = False,
+            log_output: bool = False,
+            autosave_cell_every: int = 30,
+            **kwargs: Any,
+        ) -> Any:
+            nb_man = JobManager(nb, output_path=None, log_output=False, progress_bar=False)
+            cls.managers.append(nb_man)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=False, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    return JobEngine
+
+
+def _failure_text(exc: BaseException, cell: int | None) -> str:
+    name = type(exc).__name__
+    if name == "PapermillExecutionError":
+        lines = [
+            _ANSI.sub("", line) for tb in getattr(exc, "traceback", []) for line in tb.split("\n")
+        ]
+        tail = "\n".join(line for line in lines if line.strip())[-1500:]
+        head = (
+            f"cell {getattr(exc, 'cell_index', cell)} (execution count "
+            f"{getattr(exc, 'exec_count', None)}) raised {getattr(exc, 'ename', '?')}: "
+            f"{getattr(exc, 'evalue', '')}"
+        )
+        text = f"{head}\n{tail}"
+    elif name == "DeadKernelError":
+        text = f"the kernel died while running cell {cell} (killed, out of memory, or crashed)"
+    else:
+        text = f"{name} while running cell {cell}: {exc}"
+    return text[:MAX_REASON]
+
+
+def run_job(link: HostLink, *, save_every: float = SAVE_EVERY, workdir: str | None = None) -> int:
+    """Fetch, execute, report and upload; returns the process exit status."""
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # 1 s import
+    import papermill
+    from papermill.engines import papermill_engines
+
+    source = link.run(api.get_artifact(link.task_id, "input.ipynb"))
+    job = link.run(api.get_job(link.task_id))
+    parameters = job.get("parameters") or {}
+    nb = _load(source)
+    total = len(nb.cells)
+
+    reporter = Reporter(link)
+    engine = _engine_classes(reporter, save_every)
+    papermill_engines.register("kohakuriver-job", engine)
+    tmp = tempfile.mkdtemp(prefix="kohakuriver-nbjob-")
+    out_path = os.path.join(tmp, "output.ipynb")
+    error: str | None = None
+    result_nb: Any = None
+    try:
+        result_nb = papermill.execute_notebook(
+            nb,
+            out_path,
+            parameters=parameters,
+            engine_name="kohakuriver-job",
+            request_save_on_cell_execute=False,
+            progress_bar=False,
+            log_output=False,
+            stdout_file=sys.stdout,
+            stderr_file=sys.stderr,
+            shutdown_kernel="immediate",
+            cwd=workdir,
+        )
+    except Exception as exc:  # every failure is reported the same way
+        managers = engine.managers
+        cell = managers[-1].current_cell if managers else None
+        error = _failure_text(exc, cell)
+        print(f"notebook job failed: {error}", file=sys.stderr, flush=True)
+        if managers:
+            result_nb = managers[-1].nb
+    cell = engine.managers[-1].current_cell if engine.managers and error else None
+    if result_nb is not None:
+        total = len(result_nb.cells)  # with papermill's injected-parameters cell
+    done = total if error is None else cell if cell is not None else _done_cells(result_nb)
+    try:
+        if result_nb is not None:
+            data = (
+                open(out_path, "rb").read()  # noqa: SIM115
+                if error is None and os.path.exists(out_path)
+                else _dump(result_nb)
+            )
+            link.put_artifact("output.ipynb", data)
+    finally:
+        reporter.finish(done, total, cell, error)
+        _rmtree(tmp)
+    return 0 if error is None else 1
+
+
+def _dump(nb: Any) -> bytes:
+    return json.dumps(nb, ensure_ascii=False).encode("utf-8")
+
+
+def _load(data: bytes) -> Any:
+    import nbformat
+
+    reads: Any = nbformat.reads
+    return reads(data.decode("utf-8"), as_version=4)
+
+
+def _done_cells(nb: Any) -> int:
+    if nb is None:
+        return 0
+    return sum(
+        1
+        for cell in nb.cells
+        if cell.get("metadata", {}).get("papermill", {}).get("status") in ("completed", "failed")
+    )
+
+
+def _rmtree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m kohakuriver_lab.nbjob``."""
+    logging.basicConfig(level=logging.WARNING, format="nbjob: %(levelname)s %(message)s")
+    logging.getLogger("papermill").setLevel(logging.ERROR)
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print("usage: python -m kohakuriver_lab.nbjob (configured by the environment)")
+        return 2
+    try:
+        link = HostLink.from_env()
+    except JobError as exc:
+        print(f"nbjob: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return run_job(link)
+    except JobError as exc:
+        print(f"nbjob: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        link.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
