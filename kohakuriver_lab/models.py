@@ -220,7 +220,11 @@ class TaskSubmit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] = Field(min_length=1, description="argv list; run without a shell")
+    command: list[str] | None = Field(
+        default=None,
+        min_length=1,
+        description="argv list, run without a shell (not for notebook jobs: the host sets it)",
+    )
     name: str | None = Field(default=None, max_length=200)
     task_type: TaskType = TaskType.COMMAND
     cores: int = Field(default=1, ge=0, le=4096, description="CPU cores to reserve and pin")
@@ -240,10 +244,23 @@ class TaskSubmit(BaseModel):
     image: str | None = Field(
         default=None, max_length=255, description="container image to run in (docker backend)"
     )
+    notebook: dict[str, Any] | None = Field(
+        default=None, description="notebook jobs: the nbformat 4 notebook to execute"
+    )
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="notebook jobs: papermill parameters"
+    )
+    parameter_sets: list[dict[str, Any]] | None = Field(
+        default=None,
+        max_length=10_000,
+        description="notebook jobs: a sweep, one task per parameter set (one batch)",
+    )
 
     @field_validator("command")
     @classmethod
-    def _check_command(cls, value: list[str]) -> list[str]:
+    def _check_command(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         if len(value) > MAX_ARGV_ITEMS:
             raise ValueError(f"command has more than {MAX_ARGV_ITEMS} arguments")
         if not value[0]:
@@ -309,6 +326,27 @@ class TaskSubmit(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _check_job_kind(self) -> TaskSubmit:
+        if self.task_type is TaskType.NOTEBOOK:
+            nb = self.notebook
+            if nb is None:
+                raise ValueError("notebook: required for a notebook job")
+            if nb.get("nbformat") != 4 or not isinstance(nb.get("cells"), list):
+                raise ValueError("notebook: must be an nbformat 4 notebook (with 'cells')")
+            if self.command is not None:
+                raise ValueError("command: not allowed for a notebook job (the host sets it)")
+            if self.parameters is not None and self.parameter_sets is not None:
+                raise ValueError("parameters: give either 'parameters' or 'parameter_sets'")
+            if self.parameter_sets is not None and len(self.targets or []) > 1:
+                raise ValueError("targets: a sweep takes at most one target")
+        else:
+            if self.command is None:
+                raise ValueError("command: required")
+            if any(v is not None for v in (self.notebook, self.parameters, self.parameter_sets)):
+                raise ValueError("notebook: only notebook jobs take a notebook or parameters")
+        return self
+
+    @model_validator(mode="after")
     def _check_gpu_sources(self) -> TaskSubmit:
         if self.gpus is not None and any(parse_target(t).gpus for t in self.targets or []):
             raise ValueError("give GPUs either in 'gpus' or in the targets ('node::0,1')")
@@ -371,6 +409,13 @@ class TaskInfo(BaseModel):
     exit_code: int | None = None
     reason: str | None = None
     kill_requested: bool = False
+    parameters: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = Field(
+        default=None, description="notebook jobs: {done, total, cell, error}"
+    )
+    output_path: str | None = Field(
+        default=None, description="notebook jobs: the executed notebook in the Jupyter contents"
+    )
     submitted_at: float
     started_at: float | None = None
     finished_at: float | None = None
@@ -486,3 +531,23 @@ class LogChunk(BaseModel):
     next_offset: int
     data: str = Field(description="the bytes decoded as UTF-8 (invalid sequences replaced)")
     eof: bool = Field(description="the task has ended and no more output will come")
+
+
+class JobProgress(BaseModel):
+    """Body of ``POST /kohakuriver/api/tasks/{id}/progress`` (sent by a running job)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: int = Field(ge=0)
+    total: int = Field(ge=0)
+    cell: int | None = Field(default=None, ge=0)
+    error: str | None = Field(default=None, max_length=4000)
+
+
+class JobResult(BaseModel):
+    """Body of ``POST /kohakuriver/api/tasks/{id}/results``: one glued value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    value: Any = None

@@ -18,7 +18,7 @@ from .db.engine import make_engine, make_sessionmaker, upgrade_schema
 from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
 from .events import EventBus
 from .gateway import RunnerGateway
-from .logstore import LogStore, default_log_dir
+from .logstore import LogStore
 from .nodes import NodeRegistry
 from .routes import handlers
 from .scheduler import Scheduler
@@ -65,6 +65,12 @@ class ClusterHostApp(ExtensionApp):
         help="Export KOHAKURIVER_URL and KOHAKURIVER_TOKEN to kernels so they find the host.",
     ).tag(config=True)
 
+    jobs_dir = Unicode(
+        "kohakuriver-jobs",
+        help="Folder of the Jupyter contents where executed notebooks of jobs are saved "
+        "(as <jobs_dir>/<task id>/output.ipynb).",
+    ).tag(config=True)
+
     sweep_interval = Float(
         1.0, help="Seconds between background sweeps (liveness, stuck orders, queue)."
     ).tag(config=True)
@@ -84,7 +90,7 @@ class ClusterHostApp(ExtensionApp):
         engine = make_engine(self.db_url)
         upgrade_schema(engine, self.log)
         self.services = ClusterServices.build(
-            engine, make_sessionmaker(engine), default_log_dir(self.data_dir), parent=self
+            engine, make_sessionmaker(engine), self.data_dir, parent=self
         )
         self.settings["kohakuriver_services"] = self.services
         self.log.info(

@@ -124,6 +124,12 @@ class EventBus(LoggingConfigurable):
                     payload = payload or {"type": "task", "task": self.task_view(task)}
                     self._deliver(sub, payload)
 
+    def publish_for_task(self, task: Any, payload: dict[str, Any]) -> None:
+        """Send ``payload`` to the subscribers that follow ``task``."""
+        for sub in list(self._subs):
+            if sub.wants("tasks", task):
+                self._deliver(sub, payload)
+
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         """Send a ready-made event to every subscriber of ``topic``."""
         for sub in list(self._subs):

@@ -38,7 +38,7 @@ from kohakuriver_lab.protocol import (
 from .db.orm import Task
 from .logstore import LogStore
 from .nodes import NodeRegistry
-from .scheduler import ACTIVE_VALUES, Scheduler, start_order
+from .scheduler import ACTIVE_VALUES, Scheduler
 from .statemachine import can_transition, transition
 
 ALIVE = {"running": TaskStatus.RUNNING, "paused": TaskStatus.PAUSED}
@@ -284,7 +284,7 @@ class RunnerGateway(LoggingConfigurable):
                     session, task, TaskStatus.KILLED, actor=actor, reason="killed before it started"
                 )
             elif task.status == TaskStatus.ASSIGNING.value:
-                followups.append(start_order(task, self._scheduler.kill_grace))
+                followups.append(self._scheduler.order_for(task))
             else:
                 transition(
                     session,
@@ -316,6 +316,9 @@ class RunnerGateway(LoggingConfigurable):
                 )
             return False
         task.exit_code = exit_code
+        job_error = (task.progress or {}).get("error")
+        if outcome is TaskStatus.FAILED and job_error:
+            reason = str(job_error)  # the job said what failed (e.g. the notebook cell)
         transition(session, task, outcome, actor=actor, reason=reason)
         return True
 

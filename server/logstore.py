@@ -7,7 +7,6 @@ send chunks with their byte offset, so a resend after a reconnect overlaps harml
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -99,8 +98,3 @@ class LogStore(LoggingConfigurable):
         """Wake the followers of a task."""
         for event in self._waiters.get(task_id, ()):
             event.set()
-
-
-def default_log_dir(data_dir: str) -> str:
-    """The log directory under the host's data directory."""
-    return os.path.join(data_dir, "logs")

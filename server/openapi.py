@@ -10,6 +10,8 @@ from pydantic.json_schema import models_json_schema
 
 from kohakuriver_lab import __version__
 from kohakuriver_lab.models import (
+    JobProgress,
+    JobResult,
     LogChunk,
     NodeInfo,
     RunnerTokenCreate,
@@ -31,6 +33,8 @@ MODELS: list[type[BaseModel]] = [
     NodeInfo,
     RunnerTokenCreate,
     RunnerTokenInfo,
+    JobProgress,
+    JobResult,
 ]
 
 
@@ -57,6 +61,13 @@ _ID_PARAM = {
     "required": True,
     "schema": {"type": "string", "pattern": r"^\d+$"},
 }
+
+
+_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
 
 def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -170,6 +181,61 @@ def _paths() -> dict[str, Any]:
         },
         "/kohakuriver/api/cluster": {
             "get": _op("Cluster summary", {"200": _json(_ref("ClusterSummary"))})
+        },
+        "/kohakuriver/api/tasks/{task_id}/job": {
+            "get": _op(
+                "A job's parameters (task token or Jupyter auth)",
+                {"200": _json({"type": "object"})},
+                parameters=[_ID_PARAM],
+            )
+        },
+        "/kohakuriver/api/tasks/{task_id}/progress": {
+            "post": _op(
+                "A running job reports its progress (task token)",
+                {"204": {"description": "Stored"}},
+                parameters=[_ID_PARAM],
+                requestBody=_body("JobProgress"),
+            )
+        },
+        "/kohakuriver/api/tasks/{task_id}/results": {
+            "get": _op(
+                "A task's glued results",
+                {"200": _json({"type": "object", "properties": {"results": {"type": "object"}}})},
+                parameters=[_ID_PARAM],
+            ),
+            "post": _op(
+                "Glue one result (task token)",
+                {"204": {"description": "Stored"}},
+                parameters=[_ID_PARAM],
+                requestBody=_body("JobResult"),
+            ),
+        },
+        "/kohakuriver/api/tasks/{task_id}/artifacts/{name}": {
+            "get": _op(
+                "A file of a task (input.ipynb, output.ipynb, ...)",
+                {"200": {"description": "The bytes", "content": {"application/octet-stream": {}}}},
+                parameters=[_ID_PARAM, _NAME_PARAM],
+            ),
+            "put": _op(
+                "Store a file of a task (task token); output.ipynb is also saved to the contents",
+                {"204": {"description": "Stored"}},
+                parameters=[_ID_PARAM, _NAME_PARAM],
+                requestBody={"required": True, "content": {"application/octet-stream": {}}},
+            ),
+        },
+        "/kohakuriver/api/batches/{batch_id}/results": {
+            "get": _op(
+                "Every task of a batch (sweep) with parameters, status and results",
+                {"200": _json({"type": "object", "properties": {"results": {"type": "array"}}})},
+                parameters=[
+                    {
+                        "name": "batch_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+            )
         },
         "/kohakuriver/api/events": {
             "get": _op(

@@ -17,6 +17,13 @@ from .handlers.api import (
     TaskLogsHandler,
     TasksHandler,
 )
+from .handlers.jobs import (
+    BatchResultsHandler,
+    TaskArtifactHandler,
+    TaskJobHandler,
+    TaskProgressHandler,
+    TaskResultsHandler,
+)
 from .handlers.sockets import EventsHandler, LogFollowHandler, RunnerSocketHandler
 
 API_PREFIX = "/kohakuriver/api"
@@ -29,6 +36,11 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (rf"/tasks/{_ID}/(kill|pause|resume)", TaskActionHandler),
     (rf"/tasks/{_ID}/logs", TaskLogsHandler),
     (rf"/tasks/{_ID}/logs/follow", LogFollowHandler),
+    (rf"/tasks/{_ID}/job", TaskJobHandler),
+    (rf"/tasks/{_ID}/progress", TaskProgressHandler),
+    (rf"/tasks/{_ID}/results", TaskResultsHandler),
+    (rf"/tasks/{_ID}/artifacts/([A-Za-z0-9][A-Za-z0-9._-]{{0,99}})", TaskArtifactHandler),
+    (rf"/batches/{_ID}/results", BatchResultsHandler),
     (r"/nodes", NodesHandler),
     (r"/nodes/([A-Za-z0-9._-]{1,63})", NodeHandler),
     (r"/cluster", ClusterHandler),

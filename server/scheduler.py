@@ -27,6 +27,7 @@ from .db.orm import Task
 from .nodes import NodeRegistry
 from .placement import NodeLoad, Placement, Request, choose_node
 from .statemachine import transition
+from .tasktokens import TaskTokens
 
 ACTIVE_VALUES = [s.value for s in ACTIVE_STATUSES]
 
@@ -103,13 +104,16 @@ def current_loads(session: Session) -> dict[str, NodeLoad]:
     return loads
 
 
-def start_order(task: Task, kill_grace: float) -> StartTask:
-    """The start order for an assigned task."""
+def start_order(task: Task, kill_grace: float, task_token: str | None = None) -> StartTask:
+    """The start order for an assigned task (the task token goes into its environment)."""
+    env = dict(task.env or {})
+    if task_token:
+        env["KOHAKURIVER_TASK_TOKEN"] = task_token
     spec = TaskSpec(
         task_id=task.task_id,
         task_type=task.task_type,  # type: ignore[arg-type]
         command=list(task.command),
-        env=dict(task.env or {}),
+        env=env,
         workdir=task.workdir,
         cores=list(task.assigned_cores or []),
         gpus=list(task.assigned_gpus or []),
@@ -140,16 +144,23 @@ class Scheduler(LoggingConfigurable):
         db: sessionmaker[Session],
         registry: NodeRegistry,
         send: OrderSender,
+        task_tokens: TaskTokens | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._db = db
+        self._task_tokens = task_tokens
         self._registry = registry
         self._send = send
         self._kick_pending = False
         self._full_pass = True
         self._seen_up_to = 0
         self.passes = 0
+
+    def order_for(self, task: Task) -> StartTask:
+        """The start order of an assigned task, with its task token."""
+        token = self._task_tokens.token_for(task.task_id) if self._task_tokens else None
+        return start_order(task, self.kill_grace, token)
 
     def kick(self, *, new_tasks_only: bool = False) -> None:
         """Ask for a dispatch pass soon (coalesced).
@@ -239,7 +250,7 @@ class Scheduler(LoggingConfigurable):
                 for task_id, placement in placed.items():
                     task = tasks[task_id]
                     self._assign(session, task, placement, now)
-                    orders.append((placement.node, start_order(task, self.kill_grace)))
+                    orders.append((placement.node, self.order_for(task)))
             session.commit()
         return orders, more
 
@@ -280,7 +291,7 @@ class Scheduler(LoggingConfigurable):
                         reason="killed before it started",
                     )
                     freed = True
-                elif task.node and self._send(task.node, start_order(task, self.kill_grace)):
+                elif task.node and self._send(task.node, self.order_for(task)):
                     task.assigned_at = time.time()
                     sent += 1
             session.commit()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,13 +12,16 @@ from traitlets.config import Configurable
 
 from kohakuriver_lab.models import NodeStatus, TaskStatus
 
+from .artifacts import ArtifactStore
 from .db.orm import Task
 from .events import EventBus
 from .gateway import RunnerGateway
+from .jobs import JobService
 from .logstore import LogStore
 from .nodes import NodeRegistry
 from .scheduler import Scheduler, current_loads
 from .tasks import TaskService, task_info
+from .tasktokens import TaskTokens
 from .tokens import RunnerTokenService
 
 
@@ -34,10 +38,12 @@ class ClusterServices:
     tasks: TaskService
     tokens: RunnerTokenService
     events: EventBus
+    jobs: JobService
+    task_tokens: TaskTokens
 
     @classmethod
     def build(
-        cls, engine: Engine, db: sessionmaker[Session], log_dir: str, parent: Configurable
+        cls, engine: Engine, db: sessionmaker[Session], data_dir: str, parent: Configurable
     ) -> ClusterServices:
         """Construct and connect the services (configured from ``parent``'s config)."""
         events = EventBus(parent=parent)
@@ -45,20 +51,27 @@ class ClusterServices:
         events.task_view = lambda task: task_info(task).model_dump(mode="json")
         registry = NodeRegistry(parent=parent)
         registry.events = events
-        logs = LogStore(parent=parent, log_dir=log_dir)
+        logs = LogStore(parent=parent, log_dir=os.path.join(data_dir, "logs"))
+        task_tokens = TaskTokens(os.path.join(data_dir, "task-token.key"))
+        artifacts = ArtifactStore(os.path.join(data_dir, "artifacts"))
         holder: dict[str, RunnerGateway] = {}
 
         def send(node: str, message: Any) -> bool:
             return holder["gateway"].send(node, message)
 
-        scheduler = Scheduler(db, registry, send, parent=parent)
+        scheduler = Scheduler(db, registry, send, task_tokens, parent=parent)
         gateway = RunnerGateway(db, registry, scheduler, logs, parent=parent)
         holder["gateway"] = gateway
-        tasks = TaskService(db, registry, scheduler, send, gateway.is_connected, parent=parent)
+        tasks = TaskService(
+            db, registry, scheduler, send, gateway.is_connected, artifacts, parent=parent
+        )
+        jobs = JobService(db, artifacts, events, parent=parent)
         tokens = RunnerTokenService(db, parent=parent)
         with db() as session:
             registry.load(session)
-        return cls(engine, db, registry, scheduler, gateway, logs, tasks, tokens, events)
+        return cls(
+            engine, db, registry, scheduler, gateway, logs, tasks, tokens, events, jobs, task_tokens
+        )
 
     def summary(self) -> dict[str, int]:
         """Cluster totals for dashboards."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +21,11 @@ from kohakuriver_lab.models import (
     TaskPage,
     TaskStatus,
     TaskSubmit,
+    TaskType,
 )
 from kohakuriver_lab.protocol import KillTask, PauseTask, ResumeTask
 
+from .artifacts import ArtifactStore
 from .db.orm import Task, TaskEvent
 from .events import note_task_changed
 from .nodes import NodeRegistry
@@ -31,6 +34,10 @@ from .scheduler import OrderSender, Scheduler
 from .statemachine import record_creation, transition
 
 MAX_PAGE = 500
+NOTEBOOK_JOB_COMMAND = ("python", "-m", "kohakuriver_lab.nbjob")
+"""What a notebook job runs on the node ('python': the runner's own interpreter)."""
+INPUT_NOTEBOOK = "input.ipynb"
+OUTPUT_NOTEBOOK = "output.ipynb"
 
 
 def task_info(task: Task) -> TaskInfo:
@@ -59,6 +66,9 @@ def task_info(task: Task) -> TaskInfo:
         exit_code=task.exit_code,
         reason=task.reason,
         kill_requested=task.kill_requested,
+        parameters=task.parameters,
+        progress=task.progress,
+        output_path=task.output_path,
         submitted_at=task.submitted_at,
         started_at=task.started_at,
         finished_at=task.finished_at,
@@ -75,9 +85,11 @@ class TaskService(LoggingConfigurable):
         scheduler: Scheduler,
         send: OrderSender,
         is_connected: Callable[[str], bool],
+        artifacts: ArtifactStore,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self._artifacts = artifacts
         self._db = db
         self._registry = registry
         self._scheduler = scheduler
@@ -113,13 +125,23 @@ class TaskService(LoggingConfigurable):
         return request
 
     def submit(self, body: TaskSubmit, owner: str) -> SubmitResult:
-        """Queue one task per target (all in one batch); impossible requests get 400."""
+        """Queue one task per target, or per parameter set of a notebook sweep, all in one
+        batch; impossible requests get 400."""
         targets: list[Target | None] = list(body.parsed_targets()) or [None]
-        requests = [self._check_target(body, t) for t in targets]
+        notebook = body.task_type is TaskType.NOTEBOOK
+        if notebook:  # one task per parameter set, all on the (at most one) target
+            sets: list[dict[str, Any] | None] = list(body.parameter_sets or [body.parameters or {}])
+            targets = targets * len(sets)
+        else:
+            sets = [None] * len(targets)
+        checked = {str(t): self._check_target(body, t) for t in targets}
+        requests = [checked[str(t)] for t in targets]
+        command = list(NOTEBOOK_JOB_COMMAND if notebook else body.command or [])
+        input_notebook = json.dumps(body.notebook).encode() if notebook else b""
         now = time.time()
         ids = [new_id() for _ in targets]
         with self._db() as session:
-            for task_id, target, request in zip(ids, targets, requests, strict=True):
+            for task_id, target, request, params in zip(ids, targets, requests, sets, strict=True):
                 gpus: Any = (
                     list(request.gpu_indices)
                     if request.gpu_indices
@@ -132,7 +154,7 @@ class TaskService(LoggingConfigurable):
                     task_type=body.task_type.value,
                     owner=owner,
                     status=TaskStatus.PENDING.value,
-                    command=list(body.command),
+                    command=command,
                     env=dict(body.env),
                     workdir=body.workdir,
                     priority=body.priority,
@@ -145,11 +167,14 @@ class TaskService(LoggingConfigurable):
                     assigned_cores=[],
                     assigned_gpus=[],
                     kill_requested=False,
+                    parameters=params,
                     submitted_at=now,
                     reason="queued",
                 )
                 session.add(task)
                 record_creation(session, task, actor=owner, reason="submitted")
+                if notebook:
+                    self._artifacts.write(task_id, INPUT_NOTEBOOK, input_notebook)
             session.commit()
         self._scheduler.kick(new_tasks_only=True)
         return SubmitResult(task_ids=ids, batch_id=ids[0])

@@ -16,7 +16,7 @@ from kohakuriver_lab.models import (
 
 from ..openapi import openapi_document
 from ..scheduler import current_loads
-from .base import ClusterAPIHandler, parse_id
+from .base import MAX_SUBMIT_BYTES, ClusterAPIHandler, parse_id
 
 MAX_LOG_READ = 1024 * 1024
 
@@ -72,7 +72,7 @@ class TasksHandler(ClusterAPIHandler):
     @web.authenticated
     @authorized
     def post(self) -> None:
-        body = self.parse_body(TaskSubmit)
+        body = self.parse_body(TaskSubmit, MAX_SUBMIT_BYTES)
         result = self.services.tasks.submit(body, owner=self.username)
         self.write_json(result, status=201)
 

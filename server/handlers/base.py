@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 AUTH_RESOURCE = "kohakuriver"
 MAX_BODY_BYTES = 1024 * 1024
+MAX_SUBMIT_BYTES = 16 * 1024 * 1024
+"""Submits may carry a notebook."""
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
 
 
@@ -52,10 +54,10 @@ class ClusterAPIHandler(ExtensionHandlerMixin, APIHandler):
         user = self.current_user
         return str(getattr(user, "username", None) or getattr(user, "name", None) or user)
 
-    def parse_body(self, model: type[ModelT]) -> ModelT:
+    def parse_body(self, model: type[ModelT], limit: int = MAX_BODY_BYTES) -> ModelT:
         """Validate the JSON body against ``model`` (400 with the field names on failure)."""
-        if len(self.request.body) > MAX_BODY_BYTES:
-            raise InvalidRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
+        if len(self.request.body) > limit:
+            raise InvalidRequest(f"request body is larger than {limit} bytes")
         try:
             data = json.loads(self.request.body or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

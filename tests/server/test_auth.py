@@ -24,14 +24,14 @@ def every_route() -> list[tuple[str, str]]:
     for pattern, handler in ROUTES:
         if pattern.endswith(("/runners/connect", "/logs/follow", "/events")):
             continue
-        for method in ("get", "post", "delete"):
+        for method in ("get", "post", "put", "delete"):
             if method in vars(handler):
                 pairs.append((method.upper(), concrete(pattern)))
     return pairs
 
 
 async def _status(fetch: Any, path: str, method: str, headers: dict[str, str]) -> int:
-    body = b"{}" if method == "POST" else None
+    body = b"{}" if method in ("POST", "PUT") else None
     parts = ["kohakuriver", "api", *path.strip("/").split("/")]
     try:
         response = await fetch(*parts, method=method, body=body, headers=headers)
