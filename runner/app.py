@@ -123,7 +123,10 @@ class RunnerApp(Application):
         backend_cls = load_backend_class(self.backend)
         state_dir = Path(self.state_dir).expanduser() / backend_cls.name
         backend = backend_cls(
-            state_dir=state_dir, node=self.node_name, log=self.log, options=self.backend_options
+            state_dir=state_dir,
+            node=self.node_name,
+            log=self.log,
+            options={"host_url": self.host_url, **self.backend_options},
         )
         nvml = Nvml()
         agent = RunnerAgent(

@@ -38,6 +38,8 @@ def build_env(spec: dict[str, Any]) -> dict[str, str]:
     env.update({str(k): str(v) for k, v in dict(spec.get("env") or {}).items()})
     env["KOHAKURIVER_TASK_ID"] = str(spec["task_id"])
     env["KOHAKURIVER_NODE"] = str(spec.get("node") or "")
+    if spec.get("host_url"):  # where the job reaches the host (with its task token)
+        env["KOHAKURIVER_URL"] = str(spec["host_url"])
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in spec.get("gpus") or [])
     return env
 

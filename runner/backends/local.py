@@ -114,7 +114,10 @@ class LocalBackend(Backend):
         path.mkdir(parents=True)
         data = spec.model_dump(mode="json")
         data["node"] = self.node
+        data["host_url"] = self.options.get("host_url")
         data["use_cgroups"] = bool(self.options.get("use_cgroups", True))
+        if spec.task_type == "notebook" and data["command"][0] == "python":
+            data["command"][0] = sys.executable  # notebook jobs run in the runner's Python
         taskdir.write_json_atomic(path / taskdir.SPEC, data)
         for stream in taskdir.STREAMS:
             (path / stream).touch()

@@ -125,3 +125,23 @@ def test_async_client_against_the_host(host: HostProcess) -> None:
             assert task.task_id in [t.task_id for t in page.tasks]
 
     asyncio.run(main())
+
+
+REPORT_RESULT = """
+import json, os, urllib.request
+url = os.environ["KOHAKURIVER_URL"] + "kohakuriver/api/tasks/%s/results" % os.environ["KOHAKURIVER_TASK_ID"]
+request = urllib.request.Request(
+    url, data=json.dumps({"name": "answer", "value": [42]}).encode(), method="POST",
+    headers={"Authorization": "Task " + os.environ["KOHAKURIVER_TASK_TOKEN"],
+             "Content-Type": "application/json"})
+print(urllib.request.urlopen(request).status)
+"""
+
+
+def test_a_task_reports_results_with_its_task_token(host: HostProcess) -> None:
+    with host.client() as client:
+        task_id = client.submit(["python3", "-c", REPORT_RESULT]).task_ids[0]
+        task = wait_for(client, task_id, TERMINAL)
+        assert task.status.value == "completed", client.logs(task_id, "stderr").data
+        assert client.logs(task_id).data == "204\n"
+        assert client.results(task_id) == {"answer": [42]}
