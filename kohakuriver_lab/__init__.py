@@ -51,3 +51,8 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     from kohakuriver_lab.server.app import ClusterHostApp
 
     return [{"module": "kohakuriver_lab.server.app", "app": ClusterHostApp}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where the prebuilt JupyterLab panel lives (built from ``labextension/``)."""
+    return [{"src": "labextension", "dest": "kohakuriver-lab"}]
