@@ -1,0 +1,416 @@
+/**
+ * The Tasks view: the queue and history as a sortable, filterable, paginated table.
+ * All matching tasks are loaded page by page (500 per request) into a `TaskTable`; only the
+ * current page (100 rows) is in the DOM. Live task events update one row in place, or
+ * re-cut the page (one animation frame per burst) when the order may have changed.
+ */
+
+import { Dialog, showDialog } from '@jupyterlab/apputils';
+import { Widget } from '@lumino/widgets';
+
+import { ClusterApi } from '../api';
+import { button, h, replaceChildren } from '../components/dom';
+import { setStatusBadge, statusBadge } from '../components/widgets';
+import { ClusterModel } from '../model';
+import {
+  ALL_STATUSES,
+  allowedActions,
+  emptyFilter,
+  formatDuration,
+  formatGpuRequest,
+  formatTime,
+  ITaskInfo,
+  SortKey,
+  TaskStatus,
+  TaskTable,
+  TaskType,
+  taskLabel
+} from '../models';
+import { IPanelActions } from './sidebar';
+
+const COLUMNS: { key: SortKey | null; label: string }[] = [
+  { key: 'task_id', label: 'ID' },
+  { key: 'name', label: 'Name / command' },
+  { key: 'status', label: 'Status' },
+  { key: 'task_type', label: 'Type' },
+  { key: 'owner', label: 'Owner' },
+  { key: 'node', label: 'Node' },
+  { key: null, label: 'GPUs' },
+  { key: 'submitted_at', label: 'Submitted' },
+  { key: 'duration', label: 'Duration' }
+];
+
+const ACTIVE: TaskStatus[] = ['pending', 'assigning', 'running', 'paused'];
+const MAX_LOADED = 50000;
+
+export class TasksView extends Widget {
+  constructor(
+    readonly model: ClusterModel,
+    readonly actions: IPanelActions
+  ) {
+    super();
+    this.id = 'kohakuriver-tasks';
+    this.addClass('kr-TasksView');
+    this.title.label = 'Cluster tasks';
+    this.api = model.api;
+    this._status = h(
+      'select',
+      { 'aria-label': 'Filter by status', class: 'jp-mod-styled', onchange: () => this._reload() },
+      h('option', { value: '' }, 'all statuses'),
+      h('option', { value: ACTIVE.join(',') }, 'active'),
+      ALL_STATUSES.map(s => h('option', { value: s }, s))
+    );
+    this._type = h(
+      'select',
+      { 'aria-label': 'Filter by type', class: 'jp-mod-styled', onchange: () => this._applyLocalFilter() },
+      h('option', { value: '' }, 'all types'),
+      ['command', 'vps', 'notebook'].map(s => h('option', { value: s }, s))
+    );
+    this._owner = h('input', { class: 'jp-mod-styled', placeholder: 'owner', 'aria-label': 'Filter by owner', onchange: () => this._reload() });
+    this._nodeFilter = h('input', { class: 'jp-mod-styled', placeholder: 'node', 'aria-label': 'Filter by node', onchange: () => this._reload() });
+    this._text = h('input', { class: 'jp-mod-styled', type: 'search', placeholder: 'search name, command, ID', 'aria-label': 'Search tasks', oninput: () => this._applyLocalFilter() });
+    this._killBtn = button('Kill selected', () => void this._killSelected(), { title: 'Kill the selected tasks', disabled: true, cls: 'kr-mod-danger' });
+    this._info = h('span', { class: 'kr-Muted kr-TasksInfo', role: 'status' });
+    this._thead = h('thead');
+    this._tbody = h('tbody');
+    this._pager = h('nav', { class: 'kr-Pager', 'aria-label': 'pages' });
+    replaceChildren(
+      this.node,
+      h(
+        'div',
+        { class: 'kr-Toolbar kr-TasksToolbar' },
+        this._status,
+        this._type,
+        this._owner,
+        this._nodeFilter,
+        this._text,
+        button('Refresh', () => this._reload(), { title: 'Reload the list' }),
+        button('Submit…', () => actions.submit(), { accent: true, title: 'Submit a task' }),
+        this._killBtn,
+        this._info
+      ),
+      h('div', { class: 'kr-TableWrap' }, h('table', { class: 'kr-Table kr-TaskTable' }, this._thead, this._tbody)),
+      this._pager
+    );
+    this._renderHead();
+    model.taskChanged.connect((_, t) => this._onTask(t), this);
+    model.resynced.connect(() => this._reload(), this);
+    this._reload();
+  }
+
+  readonly api: ClusterApi;
+  readonly table = new TaskTable();
+  /** Milliseconds from opening (or reload) to the first page on screen. */
+  firstRenderMs = -1;
+
+  /** Set filters from outside (restorer, commands). */
+  setStatusFilter(value: string): void {
+    this._status.value = value;
+    this._reload();
+  }
+
+  private _serverQuery(): { status?: TaskStatus[]; owner?: string; node?: string } {
+    const status = this._status.value ? (this._status.value.split(',') as TaskStatus[]) : undefined;
+    return {
+      status,
+      owner: this._owner.value.trim() || undefined,
+      node: this._nodeFilter.value.trim() || undefined
+    };
+  }
+
+  private _reload(): void {
+    const generation = ++this._generation;
+    const started = performance.now();
+    this.table.clear();
+    this._selected.clear();
+    this._applyLocalFilter(false);
+    this._info.textContent = 'loading…';
+    const query = this._serverQuery();
+    const load = async () => {
+      let cursor: string | null = null;
+      let first = true;
+      do {
+        const page = await this.api.listTasks({ ...query, limit: first ? 200 : 500, cursor });
+        if (generation !== this._generation) {
+          return;
+        }
+        this.table.upsert(page.tasks);
+        cursor = page.next_cursor;
+        if (first) {
+          this._render();
+          this.firstRenderMs = performance.now() - started;
+          this.node.dataset.firstRenderMs = this.firstRenderMs.toFixed(1);
+          first = false;
+        } else {
+          this._scheduleRender();
+        }
+      } while (cursor && this.table.size < MAX_LOADED);
+      this._more = !!cursor;
+      this._loading = false;
+      this.node.dataset.loaded = String(this.table.size);
+      this._scheduleRender();
+    };
+    this._loading = true;
+    this.node.dataset.loaded = '';
+    load().catch(error => {
+      if (generation === this._generation) {
+        this._loading = false;
+        this._info.textContent = `cannot load tasks: ${(error as Error).message}`;
+      }
+    });
+  }
+
+  private _applyLocalFilter(render = true): void {
+    const f = emptyFilter();
+    f.type = this._type.value as TaskType | '';
+    f.text = this._text.value.trim();
+    // status/owner/node are applied by the server; keep them for live updates too
+    const q = this._serverQuery();
+    f.status = new Set(q.status ?? []);
+    f.owner = q.owner ?? '';
+    f.node = q.node ?? '';
+    this.table.setFilter(f);
+    if (render) {
+      this._render();
+    }
+  }
+
+  private _onTask(task: ITaskInfo): void {
+    const known = this.table.byId.has(task.task_id);
+    if (!known && !this.table.matches(task)) {
+      return;
+    }
+    const reorder = this.table.upsert([task]);
+    const row = this._tbody.querySelector(`tr[data-task="${task.task_id}"]`) as HTMLTableRowElement | null;
+    if (row && !reorder) {
+      this._fillRow(row, task);
+    } else if (reorder) {
+      this._scheduleRender();
+    }
+  }
+
+  private _scheduleRender(): void {
+    if (this._frame) {
+      return;
+    }
+    this._frame = requestAnimationFrame(() => {
+      this._frame = 0;
+      this._render();
+    });
+  }
+
+  private _renderHead(): void {
+    const allBox = h('input', {
+      type: 'checkbox',
+      'aria-label': 'Select all tasks on this page',
+      onchange: (e: Event) => {
+        const on = (e.target as HTMLInputElement).checked;
+        for (const t of this.table.pageRows()) {
+          if (on && allowedActions(t).kill) {
+            this._selected.add(t.task_id);
+          } else {
+            this._selected.delete(t.task_id);
+          }
+        }
+        this._render();
+      }
+    });
+    this._allBox = allBox;
+    replaceChildren(
+      this._thead,
+      h(
+        'tr',
+        null,
+        h('th', { class: 'kr-Check' }, allBox),
+        COLUMNS.map(col => {
+          if (!col.key) {
+            return h('th', null, col.label);
+          }
+          const key = col.key;
+          const active = this.table.sortKey === key;
+          return h(
+            'th',
+            { 'aria-sort': active ? (this.table.sortAsc ? 'ascending' : 'descending') : 'none' },
+            h(
+              'button',
+              {
+                type: 'button',
+                class: 'kr-SortButton',
+                'data-sort': key,
+                onclick: () => {
+                  this.table.setSort(key);
+                  this._renderHead();
+                  this._render();
+                }
+              },
+              col.label,
+              active ? (this.table.sortAsc ? ' ▲' : ' ▼') : ''
+            )
+          );
+        })
+      )
+    );
+  }
+
+  private _render(): void {
+    const rows = this.table.pageRows();
+    const frag = document.createDocumentFragment();
+    for (const t of rows) {
+      frag.appendChild(this._row(t));
+    }
+    this._tbody.textContent = '';
+    this._tbody.appendChild(frag);
+    if (!rows.length && !this._loading) {
+      this._tbody.appendChild(h('tr', null, h('td', { colspan: COLUMNS.length + 1, class: 'kr-Muted' }, 'No tasks match.')));
+    }
+    this._allBox.checked = rows.length > 0 && rows.every(t => this._selected.has(t.task_id));
+    this._renderPager();
+    this._killBtn.disabled = this._selected.size === 0;
+    this._killBtn.textContent = this._selected.size ? `Kill selected (${this._selected.size})` : 'Kill selected';
+    const total = this.table.rows().length;
+    this._info.textContent =
+      `${total.toLocaleString()} tasks` + (this._loading ? ' (loading…)' : this._more ? ` (first ${MAX_LOADED.toLocaleString()})` : '');
+  }
+
+  private _renderPager(): void {
+    const t = this.table;
+    const go = (page: number) => {
+      t.page = page;
+      this._render();
+      (this._pager.querySelector('[data-current]') as HTMLElement | null)?.focus();
+    };
+    const last = t.pageCount - 1;
+    const size = h(
+      'select',
+      {
+        class: 'jp-mod-styled',
+        'aria-label': 'Rows per page',
+        onchange: (e: Event) => {
+          t.pageSize = Number((e.target as HTMLSelectElement).value);
+          t.page = 0;
+          this._render();
+        }
+      },
+      [50, 100, 250, 500].map(n => h('option', { value: n, selected: n === t.pageSize }, `${n} / page`))
+    );
+    replaceChildren(
+      this._pager,
+      button('«', () => go(0), { title: 'First page', disabled: t.page === 0 }),
+      button('‹', () => go(t.page - 1), { title: 'Previous page', disabled: t.page === 0 }),
+      h('span', { 'data-current': '', tabindex: -1 }, `page ${t.page + 1} of ${t.pageCount}`),
+      button('›', () => go(t.page + 1), { title: 'Next page', disabled: t.page >= last }),
+      button('»', () => go(last), { title: 'Last page', disabled: t.page >= last }),
+      size
+    );
+  }
+
+  private _row(t: ITaskInfo): HTMLTableRowElement {
+    const row = h('tr', {
+      'data-task': t.task_id,
+      tabindex: 0,
+      class: 'kr-TaskRow',
+      onclick: (e: MouseEvent) => {
+        if (!(e.target as HTMLElement).closest('input')) {
+          this.actions.openTask(t.task_id);
+        }
+      },
+      onkeydown: (e: KeyboardEvent) => {
+        if (e.key === 'Enter' && e.target === row) {
+          this.actions.openTask(t.task_id);
+        }
+      }
+    });
+    const box = h('input', {
+      type: 'checkbox',
+      'aria-label': `Select task ${t.task_id}`,
+      onchange: (e: Event) => {
+        if ((e.target as HTMLInputElement).checked) {
+          this._selected.add(t.task_id);
+        } else {
+          this._selected.delete(t.task_id);
+        }
+        this._killBtn.disabled = this._selected.size === 0;
+        this._killBtn.textContent = this._selected.size ? `Kill selected (${this._selected.size})` : 'Kill selected';
+      }
+    });
+    row.append(
+      h('td', { class: 'kr-Check' }, box),
+      h('td', { class: 'kr-Mono', title: t.task_id }, t.task_id.slice(-8)),
+      h('td', { class: 'kr-TaskName' }),
+      h('td', null, statusBadge(t.status)),
+      h('td'),
+      h('td'),
+      h('td'),
+      h('td'),
+      h('td'),
+      h('td')
+    );
+    this._fillRow(row, t);
+    return row;
+  }
+
+  private _fillRow(row: HTMLTableRowElement, t: ITaskInfo): void {
+    const c = row.cells;
+    const box = c[0].firstChild as HTMLInputElement;
+    box.checked = this._selected.has(t.task_id);
+    box.disabled = !allowedActions(t).kill;
+    c[2].textContent = taskLabel(t);
+    c[2].title = t.command.join(' ');
+    setStatusBadge(c[3].firstChild as HTMLElement, t.status);
+    c[4].textContent = t.task_type;
+    c[5].textContent = t.owner;
+    c[6].textContent = t.node ?? '–';
+    c[7].textContent = t.assigned_gpus?.length ? t.assigned_gpus.join(',') : formatGpuRequest(t.req_gpus);
+    c[8].textContent = formatTime(t.submitted_at);
+    c[9].textContent = t.started_at ? formatDuration((t.finished_at ?? Date.now() / 1000) - t.started_at) : '–';
+  }
+
+  private async _killSelected(): Promise<void> {
+    const ids = [...this._selected];
+    if (!ids.length) {
+      return;
+    }
+    const result = await showDialog({
+      title: `Kill ${ids.length} task${ids.length > 1 ? 's' : ''}?`,
+      body: 'Queued tasks end at once; running ones when their runner confirms.',
+      buttons: [Dialog.cancelButton(), Dialog.warnButton({ label: 'Kill' })]
+    });
+    if (!result.button.accept) {
+      return;
+    }
+    const failures: string[] = [];
+    const queue = [...ids];
+    const worker = async () => {
+      for (let id = queue.shift(); id; id = queue.shift()) {
+        try {
+          this.model.noteTask(await this.api.action(id, 'kill'));
+          this._selected.delete(id);
+        } catch (error) {
+          failures.push(`${id}: ${(error as Error).message}`);
+        }
+      }
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+    this._render();
+    if (failures.length) {
+      void showDialog({ title: 'Some tasks were not killed', body: failures.join('\n'), buttons: [Dialog.okButton()] });
+    }
+  }
+
+  private _generation = 0;
+  private _loading = false;
+  private _more = false;
+  private _frame = 0;
+  private _selected = new Set<string>();
+  private _status: HTMLSelectElement;
+  private _type: HTMLSelectElement;
+  private _owner: HTMLInputElement;
+  private _nodeFilter: HTMLInputElement;
+  private _text: HTMLInputElement;
+  private _killBtn: HTMLButtonElement;
+  private _info: HTMLElement;
+  private _thead: HTMLTableSectionElement;
+  private _tbody: HTMLTableSectionElement;
+  private _pager: HTMLElement;
+  private _allBox!: HTMLInputElement;
+}
