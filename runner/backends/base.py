@@ -55,6 +55,10 @@ class Backend(abc.ABC):
         self.log = log or logging.getLogger(f"kohakuriver.runner.backends.{self.name}")
         self.events: asyncio.Queue[TaskEvent] = asyncio.Queue()
 
+    def backend_names(self) -> list[str]:
+        """The backend names this node advertises in ``hello`` (a composite has several)."""
+        return [self.name]
+
     # ===== Lifecycle =====
 
     async def recover(self) -> None:  # noqa: B027 - optional hook
