@@ -129,7 +129,7 @@ class RunnerAgent:
             numa=resources.numa,
             memory_total=resources.memory_total,
             gpus=resources.gpus,
-            backends=[self.backend.name],
+            backends=self.backend.backend_names(),
             tasks=await self.backend.list_tasks(),
         )
 

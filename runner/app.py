@@ -16,7 +16,7 @@ from traitlets.config import Application
 
 import kohakuriver_lab
 from kohakuriver_lab.runner.agent import RunnerAgent
-from kohakuriver_lab.runner.backends.base import load_backend_class
+from kohakuriver_lab.runner.backends.multi import build_backend
 from kohakuriver_lab.runner.nvml import Nvml
 
 TOKEN_ENV = "KOHAKURIVER_RUNNER_TOKEN"
@@ -66,12 +66,17 @@ class RunnerApp(Application):
         "(Not `name`: that trait is the application's own name.)"
     ).tag(config=True)
     backend = Unicode(
-        "local", help="Backend short name (entry point group kohakuriver_lab.runner_backends)."
+        "local",
+        help="Backend short name (entry point group kohakuriver_lab.runner_backends), or a "
+        "comma-separated list (e.g. docker,local): each task runs in the backend it names.",
     ).tag(config=True)
     backend_options = Dict(
         help=(
             "Backend-specific settings. local: {'use_cgroups': False} turns off cgroups "
-            "(memory limits then use RLIMIT_AS, and OOM cannot be told from other kills)."
+            "(memory limits then use RLIMIT_AS, and OOM cannot be told from other kills). "
+            "docker: {'mounts': {'/data': '/data:ro'}, 'network_mode': 'none', 'pull': False, "
+            "'default_image': None, 'init': True}. With several backends, a section named "
+            "after a backend overrides the flat keys for it: {'docker': {...}}."
         ),
     ).tag(config=True)
     state_dir = Unicode(
@@ -120,9 +125,9 @@ class RunnerApp(Application):
         self.exit(asyncio.run(self._run()))
 
     async def _run(self) -> int:
-        backend_cls = load_backend_class(self.backend)
-        state_dir = Path(self.state_dir).expanduser() / backend_cls.name
-        backend = backend_cls(
+        state_dir = Path(self.state_dir).expanduser()
+        backend = build_backend(
+            self.backend,
             state_dir=state_dir,
             node=self.node_name,
             log=self.log,
@@ -146,7 +151,7 @@ class RunnerApp(Application):
         self.log.info(
             "runner %s (backend %s, state %s) connecting to %s",
             self.node_name,
-            backend.name,
+            ",".join(backend.backend_names()),
             state_dir,
             agent.url,
         )
