@@ -1,0 +1,359 @@
+"""The docker backend: each command task runs in its own container ``kohakuriver-task-{id}``.
+
+State is split between Docker and ``{state_dir}/tasks/{task_id}/``: the container (found by
+its labels) says whether the task runs; the task dir holds ``spec.json``, the ``stdout`` and
+``stderr`` files the agent ships from, ``kill.json`` once a kill was asked for, and
+``exit.json`` once the task has ended. A new backend on the same state dir (runner restart)
+follows running containers again and reports those that ended meanwhile with their real
+exit status (see ``watch.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kohakuriver_lab.models import LogStream
+from kohakuriver_lab.protocol import TaskReport, TaskSpec
+from kohakuriver_lab.runner import taskdir
+from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
+from kohakuriver_lab.runner.backends.docker.engine import (
+    TASK_ID_LABEL,
+    Engine,
+    labels,
+    task_container_name,
+)
+from kohakuriver_lab.runner.backends.docker.errors import (
+    ContainerCreationError,
+    ContainerNotFoundError,
+    DockerError,
+    ImageNotFoundError,
+)
+from kohakuriver_lab.runner.backends.docker.options import DockerOptions
+from kohakuriver_lab.runner.backends.docker.watch import ContainerWatch
+from kohakuriver_lab.runner.errors import InvalidTaskState, TaskNotFound, TaskStartError
+
+T = TypeVar("T")
+ALIVE = ("running", "paused")
+
+
+class DockerBackend(Backend):
+    """Runs tasks in Docker containers with pinned cores, memory limits and GPU requests."""
+
+    name = "docker"
+    supported_features = frozenset({"pause", "memory_limit", "cpu_pinning", "gpu", "image"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.docker_options = DockerOptions.parse(self.options)
+        self.engine = Engine(self.docker_options)
+        self.tasks_dir = self.state_dir / "tasks"
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        self._watches: dict[int, ContainerWatch] = {}
+        self._starting: set[int] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-call")
+
+    # =========================================================================
+    # Lifecycle
+    # =========================================================================
+
+    async def recover(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        try:
+            rows: list[dict[str, Any]] | None = await self._call(self.engine.managed, self.node)
+        except DockerError as exc:
+            self.log.error("docker: cannot list containers (%s); watching task dirs anyway", exc)
+            rows = None
+        states: dict[int, str] = {}
+        for row in rows or []:
+            task_id = _int(row.get("Labels", {}).get(TASK_ID_LABEL))
+            if task_id is None:
+                continue
+            states[task_id] = str(row.get("State", ""))
+            path = self._dir(task_id)
+            if not path.exists():  # a container without a task dir: report it (an orphan)
+                path.mkdir(parents=True)
+                for stream in taskdir.STREAMS:
+                    (path / stream).touch()
+        for task_id in self._task_ids():
+            path = self._dir(task_id)
+            if task_id in self._watches or (path / taskdir.EXIT).exists():
+                continue
+            state = states.get(task_id)
+            if rows is not None and state is None:
+                info = {"exit_code": None, "reason": "container gone; exit status unknown"}
+                taskdir.write_json_atomic(path / taskdir.EXIT, info)
+            elif state == "created":
+                info = {"exit_code": None, "start_error": "runner stopped while starting it"}
+                taskdir.write_json_atomic(path / taskdir.EXIT, info)
+            else:
+                self._watch(task_id, paused=state == "paused")
+        self.log.info("docker: recovered %d task(s) in %s", len(self._task_ids()), self.tasks_dir)
+
+    async def close(self) -> None:
+        for watch in self._watches.values():
+            watch.close()
+        self._watches.clear()
+        self.engine.close()
+        self._executor.shutdown(wait=False)
+
+    # =========================================================================
+    # Orders
+    # =========================================================================
+
+    async def start(self, spec: TaskSpec) -> None:
+        task_id = spec.task_id
+        path = self._dir(task_id)
+        if task_id in self._starting or path.exists():
+            return
+        self._loop = asyncio.get_running_loop()
+        self._starting.add(task_id)
+        try:
+            await self._call(self._start_sync, spec, path)
+        except (DockerError, OSError) as exc:
+            message = exc.message if isinstance(exc, DockerError) else f"cannot start: {exc}"
+            exit_code = await self._discard_failed(task_id)
+            info = {"exit_code": exit_code, "start_error": message}
+            if path.is_dir():
+                taskdir.write_json_atomic(path / taskdir.EXIT, info)
+            raise TaskStartError(message, exit_code) from exc
+        finally:
+            self._starting.discard(task_id)
+        self._watch(task_id, paused=False)
+        self.events.put_nowait(TaskEvent(task_id, "running"))
+
+    def _start_sync(self, spec: TaskSpec, path: Path) -> None:
+        path.mkdir(parents=True)
+        data = spec.model_dump(mode="json")
+        data["node"] = self.node
+        taskdir.write_json_atomic(path / taskdir.SPEC, data)
+        for stream in taskdir.STREAMS:
+            (path / stream).touch()
+        image = spec.image or self.docker_options.default_image
+        if not image:
+            raise ContainerCreationError("the task names no image (and no default_image is set)")
+        if not self.engine.image_present(image):
+            if not self.docker_options.pull:
+                raise ImageNotFoundError(f"image {image} not found on node {self.node}")
+            self.engine.pull(image)
+        name = task_container_name(spec.task_id)
+        self.engine.create(
+            name=name,
+            image=image,
+            command=list(spec.command),
+            labels=labels(spec.task_id, spec.task_type, self.node),
+            env=self._env(spec),
+            workdir=spec.workdir,
+            cores=list(spec.cores),
+            numa=spec.numa,
+            memory=spec.memory,
+            gpus=list(spec.gpus),
+        )
+        self.engine.start(name)
+
+    def _env(self, spec: TaskSpec) -> dict[str, str]:
+        """User env plus ours; the runner's own environment (token included) never enters."""
+        env = dict(spec.env)
+        env["KOHAKURIVER_TASK_ID"] = str(spec.task_id)
+        env["KOHAKURIVER_NODE"] = self.node
+        if spec.gpus:
+            # The device request exposes exactly these GPUs, renumbered from 0 inside.
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(spec.gpus)))
+        else:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+            env["NVIDIA_VISIBLE_DEVICES"] = "void"  # CUDA images default to "all"
+        return env
+
+    async def _discard_failed(self, task_id: int) -> int | None:
+        """Remove a container that failed to start; its exit code when Docker set one."""
+        name = task_container_name(task_id)
+        exit_code: int | None = None
+        try:
+            state = (await self._call(self.engine.inspect, name))["State"]
+            code = state.get("ExitCode")
+            exit_code = code if isinstance(code, int) and code != 0 else None
+            await self._call(self.engine.remove, name)
+        except DockerError:
+            pass
+        return exit_code
+
+    async def kill(self, task_id: int, grace: float) -> None:
+        report = self._require(task_id)
+        if report.state not in ALIVE:
+            return
+        taskdir.write_json_atomic(self._dir(task_id) / taskdir.KILL, {"grace": grace})
+        name = task_container_name(task_id)
+        if report.state == "paused":
+            await self._ignore_conflict(self.engine.unpause, name)
+        if grace <= 0:
+            await self._ignore_conflict(self.engine.kill, name)
+            return
+
+        def stop() -> None:  # docker stop blocks for up to the grace: not on the agent's path
+            try:
+                self.engine.stop(name, grace)
+            except DockerError as exc:
+                self.log.warning("cannot stop task %s: %s", task_id, exc)
+
+        threading.Thread(target=stop, name=f"docker-stop-{task_id}", daemon=True).start()
+
+    async def pause(self, task_id: int) -> None:
+        await self._set_paused(task_id, True)
+
+    async def resume(self, task_id: int) -> None:
+        await self._set_paused(task_id, False)
+
+    async def _set_paused(self, task_id: int, paused: bool) -> None:
+        report = self._require(task_id)
+        if report.state == ("paused" if paused else "running"):
+            return
+        if report.state not in ALIVE:
+            raise InvalidTaskState(f"task {task_id} has ended ({report.state})")
+        name = task_container_name(task_id)
+        await self._ignore_conflict(self.engine.pause if paused else self.engine.unpause, name)
+        watch = self._watches.get(task_id)
+        if watch is not None:
+            watch.paused = paused
+        self.events.put_nowait(TaskEvent(task_id, "paused" if paused else "running"))
+
+    async def forget(self, task_id: int) -> None:
+        path = self._dir(task_id)
+        if not path.exists():
+            return
+        report = self._report(task_id)
+        killing = (path / taskdir.KILL).exists()
+        if report is not None and report.state in ALIVE and not killing:
+            raise InvalidTaskState(f"task {task_id} is still {report.state}; kill it first")
+        watch = self._watches.pop(task_id, None)
+        if watch is not None:
+            watch.close()  # a task being killed is removed below: no final report follows
+        await self._call(self.engine.remove, task_container_name(task_id))
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+
+    # =========================================================================
+    # Inspection
+    # =========================================================================
+
+    def knows(self, task_id: int) -> bool:
+        return task_id in self._starting or self._dir(task_id).exists()
+
+    async def list_tasks(self) -> list[TaskReport]:
+        reports = (self._report(t) for t in self._task_ids())
+        return [r for r in reports if r is not None]
+
+    def log_sizes(self, task_id: int) -> dict[LogStream, int]:
+        sizes: dict[LogStream, int] = {}
+        for stream in LogStream:
+            try:
+                sizes[stream] = (self._dir(task_id) / stream.value).stat().st_size
+            except OSError:
+                sizes[stream] = 0
+        return sizes
+
+    def read_log(self, task_id: int, stream: LogStream, offset: int, max_bytes: int) -> bytes:
+        try:
+            with open(self._dir(task_id) / LogStream(stream).value, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(max_bytes)
+        except FileNotFoundError:
+            return b""
+
+    # =========================================================================
+    # Internals
+    # =========================================================================
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def _ignore_conflict(self, fn: Callable[[str], None], name: str) -> None:
+        """Run a container order; "already paused" / "not running" answers are fine."""
+        try:
+            await self._call(fn, name)
+        except ContainerNotFoundError:
+            raise
+        except DockerError as exc:
+            text = exc.message.lower()
+            if not any(s in text for s in ("is not running", "is already paused", "not paused")):
+                raise
+
+    def _dir(self, task_id: int) -> Path:
+        return self.tasks_dir / str(task_id)
+
+    def _task_ids(self) -> list[int]:
+        try:
+            return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
+        except OSError:
+            return []
+
+    def _require(self, task_id: int) -> TaskReport:
+        report = self._report(task_id)
+        if report is None:
+            raise TaskNotFound(f"unknown task {task_id}")
+        return report
+
+    def _watch(self, task_id: int, *, paused: bool) -> None:
+        watch = ContainerWatch(
+            engine=self.engine,
+            task_id=task_id,
+            name=task_container_name(task_id),
+            path=self._dir(task_id),
+            on_exit=self._on_exit_threadsafe,
+            log=self.log,
+        )
+        watch.paused = paused
+        self._watches[task_id] = watch
+        watch.start()
+
+    def _on_exit_threadsafe(self, task_id: int) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._on_exit, task_id)
+        except RuntimeError:  # the loop is closed: the next runner recovers it
+            pass
+
+    def _on_exit(self, task_id: int) -> None:
+        watch = self._watches.get(task_id)
+        if watch is None or watch.closed:
+            return  # forgotten or closed meanwhile
+        del self._watches[task_id]
+        report = self._report(task_id)
+        if report is not None and report.state not in ALIVE:
+            self.events.put_nowait(
+                TaskEvent(task_id, report.state, report.exit_code, report.reason)
+            )
+
+    def _report(self, task_id: int) -> TaskReport | None:
+        """The task's state from its dir and watcher (``None``: unknown or still starting)."""
+        path = self._dir(task_id)
+        if task_id in self._starting or not path.is_dir():
+            return None
+        info = taskdir.read_json(path / taskdir.EXIT)
+        if not isinstance(info, dict):
+            watch = self._watches.get(task_id)
+            state = "paused" if watch is not None and watch.paused else "running"
+            return TaskReport(task_id=task_id, state=state, log_sizes=self.log_sizes(task_id))
+        state, exit_code, reason = taskdir.final_state(info)
+        return TaskReport(
+            task_id=task_id,
+            state=state,  # type: ignore[arg-type]
+            exit_code=exit_code,
+            reason=reason,
+            log_sizes=self.log_sizes(task_id),
+        )
+
+
+def _int(value: object) -> int | None:
+    try:
+        return int(str(value))
+    except ValueError:
+        return None

@@ -1,0 +1,248 @@
+"""Every call into the docker SDK, blocking, and the one place its errors are translated.
+
+Run these from threads (the backend uses an executor and one watcher thread per container).
+Containers are addressed by name (``kohakuriver-task-{id}``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import docker
+import docker.errors
+import docker.types
+import docker.utils
+
+from kohakuriver_lab.runner.backends.docker.errors import (
+    ContainerCreationError,
+    ContainerNotFoundError,
+    DockerConnectionError,
+    DockerError,
+    ImageNotFoundError,
+    ResourceAllocationError,
+)
+from kohakuriver_lab.runner.backends.docker.options import DockerOptions
+
+MANAGED_LABEL = "kohakuriver.managed"
+TASK_ID_LABEL = "kohakuriver.task_id"
+TASK_TYPE_LABEL = "kohakuriver.task_type"
+NODE_LABEL = "kohakuriver.node"
+TASK_PREFIX = "kohakuriver-task-"
+POOL_SIZE = 256  # each watched container holds two streaming connections
+
+
+def task_container_name(task_id: int) -> str:
+    return f"{TASK_PREFIX}{task_id}"
+
+
+def labels(task_id: int, task_type: str, node: str) -> dict[str, str]:
+    """The seed's labels for a managed container."""
+    return {
+        MANAGED_LABEL: "true",
+        TASK_ID_LABEL: str(task_id),
+        TASK_TYPE_LABEL: task_type,
+        NODE_LABEL: node,
+    }
+
+
+class LogStream(Protocol):
+    """A following log stream: iterate for chunks; ``close()`` from another thread."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+# =============================================================================
+# Error translation (the only place docker SDK exceptions are looked at)
+# =============================================================================
+
+
+@contextlib.contextmanager
+def translate(what: str, default: type[DockerError] = DockerError) -> Iterator[None]:
+    """Turn docker SDK / transport errors raised while doing ``what`` into ``DockerError``s."""
+    try:
+        yield
+    except DockerError:
+        raise
+    except docker.errors.ImageNotFound as exc:
+        raise ImageNotFoundError(f"{what}: {_explain(exc)}") from exc
+    except docker.errors.NotFound as exc:
+        raise ContainerNotFoundError(f"{what}: {_explain(exc)}") from exc
+    except docker.errors.APIError as exc:
+        text = _explain(exc)
+        if "could not select device driver" in text or "cpuset" in text.lower():
+            raise ResourceAllocationError(f"{what}: {text}") from exc
+        raise default(f"{what}: {text}") from exc
+    except docker.errors.DockerException as exc:
+        if "server API version" in str(exc):
+            raise DockerConnectionError(f"{what}: Docker daemon unreachable ({exc})") from exc
+        raise default(f"{what}: {exc}") from exc
+    except OSError as exc:  # requests' connection errors are OSErrors
+        raise DockerConnectionError(f"{what}: Docker daemon unreachable ({exc})") from exc
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    text = exc.explanation if isinstance(exc.explanation, str) and exc.explanation else str(exc)
+    return text.strip()
+
+
+# =============================================================================
+# Engine
+# =============================================================================
+
+
+class Engine:
+    """A thread-safe wrapper of one low-level ``docker.APIClient``, created on first use."""
+
+    def __init__(self, options: DockerOptions) -> None:
+        self.options = options
+        self._api: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> Any:
+        with self._lock:
+            if self._api is None:
+                kwargs = docker.utils.kwargs_from_env()
+                if self.options.base_url:
+                    kwargs["base_url"] = self.options.base_url
+                with translate("connecting to Docker", DockerConnectionError):
+                    self._api = docker.APIClient(
+                        version="auto", max_pool_size=POOL_SIZE, timeout=120, **kwargs
+                    )
+            return self._api
+
+    def close(self) -> None:
+        with self._lock:
+            if self._api is not None:
+                self._api.close()
+                self._api = None
+
+    # ----- images -----
+
+    def image_present(self, image: str) -> bool:
+        try:
+            with translate(f"inspecting image {image}"):
+                self.api.inspect_image(image)
+        except ImageNotFoundError:
+            return False
+        except ContainerNotFoundError:  # some daemons answer a plain 404
+            return False
+        return True
+
+    def pull(self, image: str) -> None:
+        repository, tag = docker.utils.parse_repository_tag(image)
+        with translate(f"pulling image {image}", ImageNotFoundError):
+            self.api.pull(repository, tag=tag or "latest")
+
+    # ----- containers -----
+
+    def create(
+        self,
+        *,
+        name: str,
+        image: str,
+        command: list[str],
+        labels: dict[str, str],
+        env: dict[str, str],
+        workdir: str | None,
+        cores: list[int],
+        numa: int | None,
+        memory: int | None,
+        gpus: list[int],
+    ) -> str:
+        """Create (not start) a task container; returns its id."""
+        opts = self.options
+        device_requests = None
+        if gpus:
+            ids = [str(g) for g in gpus]
+            device_requests = [docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
+        log_config = docker.types.LogConfig(type=opts.log_driver, config=opts.log_options)
+        with translate(f"creating container {name}", ContainerCreationError):
+            host_config = self.api.create_host_config(
+                cpuset_cpus=",".join(str(c) for c in cores) if cores else None,
+                cpuset_mems=str(numa) if numa is not None else None,
+                mem_limit=memory,
+                memswap_limit=memory,
+                device_requests=device_requests,
+                binds=opts.binds() or None,
+                network_mode=opts.network_mode,
+                init=opts.init or None,
+                log_config=log_config,
+            )
+            created = self.api.create_container(
+                image,
+                command=command,
+                name=name,
+                labels=labels,
+                environment=env,
+                working_dir=workdir,
+                host_config=host_config,
+                detach=True,
+                tty=False,
+                stdin_open=False,
+            )
+        return str(created["Id"])
+
+    def start(self, name: str) -> None:
+        with translate(f"starting container {name}", ContainerCreationError):
+            self.api.start(name)
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        with translate(f"inspecting container {name}"):
+            result: dict[str, Any] = self.api.inspect_container(name)
+        return result
+
+    def wait(self, name: str) -> int:
+        """Block until the container is not running; its exit code."""
+        with translate(f"waiting for container {name}"):
+            result = self.api.wait(name, timeout=None)
+        return int(result.get("StatusCode", -1))
+
+    def logs(self, name: str, stream: str) -> LogStream:
+        """Follow one stream (``stdout`` or ``stderr``) from the container's first byte."""
+        with translate(f"reading {stream} of container {name}"):
+            result: LogStream = self.api.logs(
+                name,
+                stdout=stream == "stdout",
+                stderr=stream == "stderr",
+                stream=True,
+                follow=True,
+            )
+        return result
+
+    def stop(self, name: str, grace: float) -> None:
+        """TERM (the image's stop signal), ``grace`` seconds, then KILL."""
+        with translate(f"stopping container {name}"):
+            self.api.stop(name, timeout=max(0, round(grace)))
+
+    def kill(self, name: str) -> None:
+        with translate(f"killing container {name}"):
+            self.api.kill(name)
+
+    def pause(self, name: str) -> None:
+        with translate(f"pausing container {name}"):
+            self.api.pause(name)
+
+    def unpause(self, name: str) -> None:
+        with translate(f"resuming container {name}"):
+            self.api.unpause(name)
+
+    def remove(self, name: str) -> None:
+        """Remove the container, killing it if needed; a missing one is fine."""
+        try:
+            with translate(f"removing container {name}"):
+                self.api.remove_container(name, force=True)
+        except ContainerNotFoundError:
+            pass
+
+    def managed(self, node: str) -> list[dict[str, Any]]:
+        """Every task container this node manages (any state), as ``docker ps`` rows."""
+        filters = {"label": [f"{MANAGED_LABEL}=true", f"{NODE_LABEL}={node}"]}
+        with translate("listing containers"):
+            rows: list[dict[str, Any]] = self.api.containers(all=True, filters=filters)
+        return [r for r in rows if any(n.lstrip("/").startswith(TASK_PREFIX) for n in r["Names"])]
