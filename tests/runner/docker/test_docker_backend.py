@@ -15,8 +15,8 @@ from runner_helpers import final_event, next_event, spec
 from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.runner.backends.base import load_backend_class
 from kohakuriver_lab.runner.backends.docker import DockerBackend
-from kohakuriver_lab.runner.backends.multi import MultiBackend
 from kohakuriver_lab.runner.backends.local import LocalBackend
+from kohakuriver_lab.runner.backends.multi import MultiBackend
 from kohakuriver_lab.runner.errors import InvalidTaskState, TaskStartError
 
 pytestmark = [pytest.mark.integration]
