@@ -34,7 +34,7 @@ class _Parser(MagicArgumentParser):  # type: ignore[misc]
         raise _HelpShown
 
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"%kohaku {self.prog.split()[-1]}: {message}\n{self.format_usage()}")
+        raise UsageError(f"{self.prog}: {message}\n{self.format_usage().strip()}")
 
 
 def _resource_args(p: argparse.ArgumentParser) -> None:
@@ -159,6 +159,24 @@ def _full_help() -> str:
     return "\n".join(parts)
 
 
+def parse_line(line: str) -> argparse.Namespace:
+    """Parse a ``%kohaku`` line: POSIX shell quoting; everything after ``--`` is the command."""
+    try:
+        tokens = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"%kohaku: cannot split the line ({exc}); check the quotes") from None
+    command: list[str] | None = None
+    if "--" in tokens:
+        at = tokens.index("--")
+        tokens, command = tokens[:at], tokens[at + 1 :]
+    args: argparse.Namespace = PARSER.parse_args(tokens)
+    if command is not None:
+        if args.action != "submit":
+            raise UsageError(f"%kohaku {args.action} takes no command after --")
+        args.command = list(args.command) + command
+    return args
+
+
 def parse_value(text: str) -> Any:
     """A parameter value: a Python literal if it parses as one (1, 0.1, True, [1, 2], 'a'),
     else the string itself."""
@@ -246,7 +264,7 @@ class KohakuMagics(Magics):  # type: ignore[misc]
     @line_cell_magic
     def kohaku(self, line: str, cell: str | None = None) -> Any:
         try:
-            args = PARSER.parse_argstring(line)
+            args = parse_line(line)
         except _HelpShown:
             return None
         handler = getattr(self, f"_do_{args.action}")
@@ -266,8 +284,6 @@ class KohakuMagics(Magics):  # type: ignore[misc]
 
     def _do_submit(self, args: argparse.Namespace, cell: str | None) -> Any:
         command = list(args.command)
-        if command[:1] == ["--"]:
-            command = command[1:]
         resources = _resources(args)
         if cell is not None:
             if command:

@@ -89,10 +89,10 @@ class TaskWidget(w.VBox):  # type: ignore[misc]
         self.progress = w.IntProgress(
             min=0, max=1, value=0, description="cells", layout=w.Layout(display="none")
         )
-        self.log = w.HTML()
+        self.log_view = w.HTML()
         self.kill_button = w.Button(description="Kill", button_style="danger", icon="stop")
         self.kill_button.on_click(self._on_kill)
-        super().__init__([w.HBox([self.header, self.kill_button]), self.progress, self.log])
+        super().__init__([w.HBox([self.header, self.kill_button]), self.progress, self.log_view])
         self._sub = task.cluster.hub.watch_task(task.id, self._on_event)
         if self.info is None:
             self._refresh()
@@ -206,7 +206,7 @@ class TaskWidget(w.VBox):  # type: ignore[misc]
             self.log_text = (self.log_text + text)[-TAIL_CHARS:]
             tail = "\n".join(self.log_text.splitlines()[-TAIL_LINES:])
         if render and tail:
-            self.log.value = (
+            self.log_view.value = (
                 '<pre style="max-height:16em;overflow:auto;margin:2px 0;font-size:85%;'
                 f'background:#f7f7f7;padding:4px">{html.escape(tail)}</pre>'
             )
