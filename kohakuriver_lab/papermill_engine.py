@@ -89,6 +89,12 @@ class KohakuRiverEngine(Engine):  # type: ignore[misc]
                     f"kohakuriver task {task.id} ended {info.status.value} without an output "
                     f"notebook ({info.reason or exc})"
                 ) from None
+            local = dict(nb.metadata.get("papermill", {}))
+            remote = executed.metadata.setdefault("papermill", {})
+            for key in ("parameters", "input_path", "output_path", "default_parameters"):
+                if key in local:
+                    remote[key] = local[key]  # the job saw them already injected
+            remote["kohakuriver_task_id"] = str(task.id)
             nb_man.nb = executed
             if info.status.value != "completed" and not _has_error(executed):
                 raise RuntimeError(
