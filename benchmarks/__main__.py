@@ -15,10 +15,17 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from . import heartbeat_cpu, host_rss, local_backend, submit_latency, throughput
+from . import heartbeat_cpu, host_rss, local_backend, notebook_jobs, submit_latency, throughput
 from ._common import Outcome, Row, stop_all_hosts
 
-MODULES: list[ModuleType] = [submit_latency, throughput, local_backend, heartbeat_cpu, host_rss]
+MODULES: list[ModuleType] = [
+    submit_latency,
+    throughput,
+    local_backend,
+    heartbeat_cpu,
+    host_rss,
+    notebook_jobs,
+]
 RESULTS = Path(__file__).parent / "results" / "latest.json"
 
 
