@@ -15,13 +15,22 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from . import heartbeat_cpu, host_rss, local_backend, notebook_jobs, submit_latency, throughput
+from . import (
+    docker_overhead,
+    heartbeat_cpu,
+    host_rss,
+    local_backend,
+    notebook_jobs,
+    submit_latency,
+    throughput,
+)
 from ._common import Outcome, Row, stop_all_hosts
 
 MODULES: list[ModuleType] = [
     submit_latency,
     throughput,
     local_backend,
+    docker_overhead,
     heartbeat_cpu,
     host_rss,
     notebook_jobs,
@@ -45,11 +54,11 @@ def table(rows: list[Row]) -> str:
             f"{'≥' if r.higher_is_better else '≤'} {_fmt(r.target, r.unit)}",
             f"{_fmt(r.baseline, r.unit)} ({r.baseline_label})",
             "-" if r.ratio is None else f"{r.ratio:.2f}x",
-            "PASS" if r.passed else "FAIL",
+            "SKIP" if getattr(r, "skipped", False) else "PASS" if r.passed else "FAIL",
         ]
         for r in rows
     ]
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    widths = [max([len(h), *(len(line[i]) for line in lines)]) for i, h in enumerate(header)]
     out = [" | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
     out.append("-+-".join("-" * w for w in widths))
     out += [" | ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines]
