@@ -33,7 +33,7 @@ def docker_api() -> Iterator[Any]:
     except ImportError:
         missing("the docker SDK is not installed (pip install -e .[docker])")
     try:
-        api = docker.APIClient(version="auto", timeout=30)
+        api = docker.APIClient(version="auto", timeout=30, **docker.utils.kwargs_from_env())
         api.ping()
     except Exception as exc:
         missing(f"no reachable Docker daemon ({exc}); see .ci/docker.sh")
