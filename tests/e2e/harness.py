@@ -112,11 +112,14 @@ class HostProcess:
 class RunnerProcess:
     """``kohakuriver-runner`` with its own state dir (kept across restarts)."""
 
-    def __init__(self, host: HostProcess, token: str, name: str, state_dir: Path) -> None:
+    def __init__(
+        self, host: HostProcess, token: str, name: str, state_dir: Path, backend: str = "local"
+    ) -> None:
         self.host = host
         self.token = token
         self.name = name
         self.state_dir = state_dir
+        self.backend = backend  # e.g. "docker,local"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir.parent / f"runner-{name}.log"
 
@@ -128,6 +131,7 @@ class RunnerProcess:
             f"--host-url={self.host.url}",
             f"--name={self.name}",
             f"--state-dir={self.state_dir}",
+            f"--backend={self.backend}",
             "--RunnerApp.reconnect_max_delay=1",
             "--log-level=INFO",
         ]
