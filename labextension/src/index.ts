@@ -73,7 +73,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
                 ? new AdminView(model.api)
                 : new TaskDetailView(model, id, actions);
         widget = new MainAreaWidget({ content });
-        widget.id = `kohakuriver-${key.replace(':', '-')}`;
+        widget.id = `kohakuriver-main-${key.replace(':', '-')}`;
         widget.title.icon = clusterIcon;
         widget.title.closable = true;
         widget.title.label = content.title.label;

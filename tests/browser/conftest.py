@@ -1,0 +1,96 @@
+"""Fixtures of the panel's browser tests: one ``jupyter lab`` (host + embedded runner + 49
+fake nodes + 10,000 task rows) and one headless Chromium page for the whole module.
+
+Skips without Chromium, Playwright or the built labextension; fails instead under
+``KOHAKURIVER_REQUIRE_INTEGRATION=1`` (CI).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kohakuriver_lab.testing.integration import missing
+
+CHROMIUM = os.environ.get("KOHAKURIVER_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).parent / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _labextension_installed() -> bool:
+    import sys
+
+    return (Path(sys.prefix) / "share/jupyter/labextensions/kohakuriver-lab/package.json").exists()
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[None]:
+    """Replace pytest-jupyter's autouse loop fixture: Playwright's sync API owns the loop here."""
+    yield None
+
+
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    """No in-process ServerApp here (the server is a subprocess): nothing to clean up."""
+    yield None
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
+        missing("no Chromium (apt-get install chromium chromium-driver)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing("no Python Playwright (pip install playwright)")
+    if not _labextension_installed():
+        missing("the kohakuriver-lab labextension is not installed (pip install -e .)")
+    from .lab import Lab
+
+    server = Lab(tmp_path_factory.mktemp("lab"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def page(lab: Any) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            pg = context.new_page()
+            pg.console_errors = []  # type: ignore[attr-defined]
+
+            def on_console(msg: Any) -> None:
+                if msg.type == "error":
+                    pg.console_errors.append(msg.text)  # type: ignore[attr-defined]
+
+            pg.on("console", on_console)
+            pg.on("pageerror", lambda exc: pg.console_errors.append(f"pageerror: {exc}"))  # type: ignore[attr-defined]
+            pg.goto(f"{lab.url}/lab?token={lab.token}")
+            pg.wait_for_selector('.lm-TabBar-tab[data-id="kohakuriver-panel"]', timeout=60_000)
+            pg.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('kohakuriver:open-tasks')"
+            )
+            yield pg
+        finally:
+            browser.close()

@@ -1,0 +1,374 @@
+"""The JupyterLab panel in a real headless Chromium against a real host (issue 4).
+
+One ``jupyter lab`` with the host, an embedded runner, 49 fake GPU nodes and 10,000 task
+rows serves the whole module; the tests run in order on one page. Screenshots of every
+view, light and dark, go to ``tests/browser/screenshots/``; measured numbers are printed
+(run with ``-s`` to see them) and asserted against the issue's targets.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from .conftest import SCREENSHOTS
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+
+RENDER_BUDGET_MS = 300.0
+LATENCY_BUDGET_S = 1.0
+RESULTS: dict[str, float] = {}
+
+CONTRAST_JS = """
+(selectors) => {
+  const parse = c => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => {
+    const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+    return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+  };
+  const bgOf = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = parse(getComputedStyle(e).backgroundColor);
+      if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c;
+    }
+    return [255, 255, 255];
+  };
+  const out = [];
+  for (const sel of selectors) {
+    const el = document.querySelector(sel);
+    if (!el) { out.push([sel, -1]); continue; }
+    const fg = lum(parse(getComputedStyle(el).color)), bg = lum(bgOf(el));
+    out.push([sel, (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05)]);
+  }
+  return out;
+}
+"""
+
+
+def run(page: Any, command: str, args: dict[str, Any] | None = None, wait: bool = True) -> None:
+    """Execute a JupyterLab command (without waiting for dialogs when ``wait`` is false)."""
+    js = "([c, a]) => window.jupyterapp.commands.execute(c, a).then(() => null)"
+    if not wait:
+        js = "([c, a]) => { window.jupyterapp.commands.execute(c, a); return null; }"
+    page.evaluate(js, [command, args or {}])
+
+
+def shot(page: Any, name: str, theme: str = "light") -> None:
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-{theme}.png"))
+
+
+def wait_status(lab: Any, task_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        task: dict[str, Any] = lab.api("GET", f"tasks/{task_id}")
+        if task["status"] in statuses:
+            return task
+        assert time.monotonic() < deadline, f"task {task_id} stuck in {task['status']}"
+        time.sleep(0.2)
+
+
+def diagnose(page: Any, task_id: str) -> str:
+    """What the page shows for a task row, and the live socket's state (for failures)."""
+    return str(
+        page.evaluate(
+            """(id) => ({
+              live: document.querySelector('#kohakuriver-panel .kr-Live')?.dataset.state,
+              row: document.querySelector(`#kohakuriver-tasks tr[data-task="${id}"]`)?.outerHTML,
+              info: document.querySelector('#kohakuriver-tasks .kr-TasksInfo')?.textContent,
+            })""",
+            task_id,
+        )
+    )
+
+
+def submit(lab: Any, command: list[str], target: str) -> str:
+    result = lab.api("POST", "tasks", {"command": command, "targets": [target]})
+    return str(result["task_ids"][0])
+
+
+# =============================================================================
+# Sidebar, submit, logs, kill
+# =============================================================================
+
+
+def test_sidebar_shows_nodes(lab: Any, page: Any) -> None:
+    page.click('.lm-TabBar-tab[data-id="kohakuriver-panel"]')
+    panel = page.locator("#kohakuriver-panel")
+    panel.locator(f'[data-node="{lab.embedded}"]').wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('#kohakuriver-panel [data-kr=\"nodes-online\"]')"
+        "?.textContent.startsWith('50/50')",
+        timeout=20_000,
+    )
+    page.wait_for_selector('#kohakuriver-panel .kr-Live[data-state="live"]')
+    card = panel.locator('[data-node="fake-01"]')
+    assert card.locator(".kr-Gpu").count() == 4  # one row per GPU
+    assert "CPU" in card.inner_text() and "Mem" in card.inner_text()
+    shot(page, "sidebar")
+
+
+def test_submit_dialog_field_error_then_completed(lab: Any, page: Any) -> None:
+    run(page, "kohakuriver:submit-task", wait=False)
+    form = page.locator(".kr-SubmitForm")
+    form.wait_for()
+    page.fill("#kr-submit-command", "python3 -c \"print('hello from the panel')\"")
+    page.fill("#kr-submit-memory", "lots")
+    page.fill("#kr-submit-name", "panel-hello")
+    page.select_option("#kr-submit-targets", lab.embedded)
+    page.click(".jp-Dialog-button.jp-mod-accept")
+    error = page.locator("#kr-err-memory")
+    error.wait_for(state="visible")
+    page.wait_for_function("() => document.querySelector('#kr-err-memory').textContent.length > 0")
+    assert "lots" in error.inner_text()  # the server's message, at the field
+    assert page.get_attribute("#kr-submit-memory", "aria-invalid") == "true"
+    shot(page, "submit-dialog")
+    page.fill("#kr-submit-memory", "256M")
+    page.click(".jp-Dialog-button.jp-mod-accept")
+    form.wait_for(state="detached")
+    newest = lab.api("GET", "tasks?limit=1")["tasks"][0]
+    assert newest["name"] == "panel-hello" and newest["node"] in (None, lab.embedded)
+    task_id = newest["task_id"]
+    badge = f'#kohakuriver-panel [data-task="{task_id}"] .kr-Status[data-status="completed"]'
+    page.wait_for_selector(badge, timeout=30_000)
+    # a notification for a task submitted from this browser
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.Toastify__toast')]"
+        ".some(t => t.textContent.includes('panel-hello') && t.textContent.includes('completed'))",
+        timeout=10_000,
+    )
+    lab.hello_id = task_id
+
+
+def test_task_log_shows_output(lab: Any, page: Any) -> None:
+    page.click(f'#kohakuriver-panel [data-task="{lab.hello_id}"] button')
+    detail = page.locator(f"#kohakuriver-task-{lab.hello_id}")
+    detail.locator(".kr-Log").wait_for()
+    page.wait_for_function(
+        f"() => document.querySelector('#kohakuriver-task-{lab.hello_id} .kr-Log')"
+        ".textContent.includes('hello from the panel')",
+        timeout=15_000,
+    )
+    page.wait_for_selector(f'#kohakuriver-task-{lab.hello_id}[data-log-ended="true"]')
+    info = detail.locator(".kr-Info").inner_text()
+    assert lab.embedded in info and "256.0 MiB" in info
+    # pending → assigning → running → completed
+    assert detail.locator(".kr-Timeline li").count() >= 3
+    shot(page, "task-detail")
+
+
+def test_kill_long_task(lab: Any, page: Any) -> None:
+    task_id = submit(lab, ["sleep", "300"], lab.embedded)
+    wait_status(lab, task_id, {"running"})
+    run(page, "kohakuriver:open-task", {"id": task_id})
+    root = f"#kohakuriver-task-{task_id}"
+    page.wait_for_selector(f'{root}[data-status="running"]')
+    page.click(f'{root} button:has-text("Kill")')
+    page.wait_for_selector(f'{root}[data-status="killed"]', timeout=20_000)
+    assert wait_status(lab, task_id, {"killed"})["status"] == "killed"
+
+
+# =============================================================================
+# Tasks view: 10,000 rows, sort, filter, multi-select kill, live latency
+# =============================================================================
+
+
+def test_tasks_view_renders_10000_fast(lab: Any, page: Any) -> None:
+    ms = page.evaluate(
+        """async () => {
+          const t0 = performance.now();
+          await window.jupyterapp.commands.execute('kohakuriver:open-tasks');
+          await new Promise(resolve => {
+            const check = () => document.querySelectorAll('#kohakuriver-tasks tbody tr.kr-TaskRow').length >= 100
+              ? requestAnimationFrame(() => resolve()) : requestAnimationFrame(check);
+            check();
+          });
+          return performance.now() - t0;
+        }"""
+    )
+    page.wait_for_function(
+        "() => Number(document.querySelector('#kohakuriver-tasks').dataset.loaded) >= 10000",
+        timeout=30_000,
+    )
+    all_ms = page.evaluate(
+        """async () => {
+          const t0 = performance.now();
+          const sel = document.querySelector('#kohakuriver-tasks .kr-SortButton[data-sort="duration"]');
+          sel.click();
+          await new Promise(r => requestAnimationFrame(() => r()));
+          return performance.now() - t0;
+        }"""
+    )
+    RESULTS["tasks_first_render_ms"] = ms
+    RESULTS["tasks_resort_10000_ms"] = all_ms
+    print(f"\n[panel] Tasks view, 10,000+ tasks: first page on screen {ms:.0f} ms "
+          f"(budget {RENDER_BUDGET_MS:.0f}); re-sort of all rows {all_ms:.0f} ms")  # fmt: skip
+    assert ms <= RENDER_BUDGET_MS
+    info = page.inner_text("#kohakuriver-tasks .kr-TasksInfo")
+    assert "10,0" in info  # 10,000 + the tasks of this run
+    shot(page, "tasks")
+    # filter by status (server side) and by type (client side)
+    page.select_option('#kohakuriver-tasks select[aria-label="Filter by status"]', "failed")
+    page.wait_for_function(
+        "() => { const rows = [...document.querySelectorAll('#kohakuriver-tasks tbody tr.kr-TaskRow')];"
+        " return rows.length > 0 && rows.every(r => r.querySelector('.kr-Status').dataset.status === 'failed'); }"
+    )
+    page.select_option('#kohakuriver-tasks select[aria-label="Filter by type"]', "notebook")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#kohakuriver-tasks tbody tr.kr-TaskRow')]"
+        ".every(r => r.cells[4].textContent === 'notebook')"
+    )
+    page.select_option('#kohakuriver-tasks select[aria-label="Filter by type"]', "")
+    page.select_option('#kohakuriver-tasks select[aria-label="Filter by status"]', "")
+
+
+def test_tasks_view_multi_select_kill(lab: Any, page: Any) -> None:
+    ids = [submit(lab, ["sleep", "300"], lab.embedded) for _ in range(2)]
+    for task_id in ids:
+        wait_status(lab, task_id, {"running"})
+    page.click('#kohakuriver-tasks .kr-SortButton[data-sort="task_id"]')  # newest first again
+    for task_id in ids:
+        box = f'#kohakuriver-tasks tr[data-task="{task_id}"] input[type="checkbox"]'
+        page.wait_for_selector(box)
+        page.check(box)
+    page.click('#kohakuriver-tasks button:has-text("Kill selected (2)")')
+    page.click('.jp-Dialog-button:has-text("Kill")')
+    for task_id in ids:
+        wait_status(lab, task_id, {"killed"})
+        try:
+            page.wait_for_selector(
+                f'#kohakuriver-tasks tr[data-task="{task_id}"] .kr-Status[data-status="killed"]',
+                timeout=10_000,
+            )
+        except Exception:
+            print(diagnose(page, task_id))
+            raise
+
+
+def test_status_change_reaches_screen_within_1s(lab: Any, page: Any) -> None:
+    runner = lab.runners[0]  # fake-00: tasks stay running until told to finish
+    task_id = submit(lab, ["python", "long.py"], "fake-00")
+    wait_status(lab, task_id, {"running"})
+    row = f'#kohakuriver-tasks tr[data-task="{task_id}"]'
+    page.wait_for_selector(f'{row} .kr-Status[data-status="running"]')
+    page.evaluate(
+        """(id) => {
+          window.__krSeen = null;
+          const obs = new MutationObserver(() => {
+            const s = document.querySelector(`#kohakuriver-tasks tr[data-task="${id}"] .kr-Status`);
+            if (s && s.dataset.status === 'completed' && !window.__krSeen) {
+              window.__krSeen = Date.now(); obs.disconnect();
+            }
+          });
+          obs.observe(document.querySelector('#kohakuriver-tasks'), {subtree: true, childList: true, attributes: true});
+        }""",
+        task_id,
+    )
+    t0 = time.time()
+    lab.call(runner.finish(int(task_id), 0, b"done\n"))
+    page.wait_for_function("() => window.__krSeen !== null", timeout=5_000)
+    seen = page.evaluate("() => window.__krSeen") / 1000.0
+    finished_at = lab.api("GET", f"tasks/{task_id}")["finished_at"]
+    latency = seen - t0
+    RESULTS["status_to_screen_s"] = latency
+    print(f"\n[panel] status change → screen: {latency * 1000:.0f} ms after the runner's report, "
+          f"{(seen - finished_at) * 1000:.0f} ms after the host recorded it (budget 1000 ms)")  # fmt: skip
+    assert latency <= LATENCY_BUDGET_S
+
+
+# =============================================================================
+# Nodes, admin
+# =============================================================================
+
+
+def test_nodes_view_charts(lab: Any, page: Any) -> None:
+    run(page, "kohakuriver:open-nodes")
+    panel = '#kohakuriver-nodes .kr-NodePanel[data-node="fake-01"]'
+    page.wait_for_selector(panel)
+    assert page.locator("#kohakuriver-nodes .kr-NodePanel").count() == 50
+    # history from GET /nodes/{name} plus live metrics: a line with several points
+    page.wait_for_function(
+        f"() => {{ const l = document.querySelector('{panel} .kr-Chart polyline');"
+        " return l && l.getAttribute('points').split(' ').length >= 3; }",
+        timeout=20_000,
+    )
+    charts = page.locator(f"{panel} .kr-Chart").count()
+    assert charts == 2  # CPU+memory, GPU utilization
+    assert "NUMA 1" in page.inner_text(panel)
+    shot(page, "nodes")
+
+
+def test_admin_runner_tokens(lab: Any, page: Any) -> None:
+    run(page, "kohakuriver:open-admin")
+    page.fill("#kr-token-name", "gpu-box-7")
+    page.click('#kohakuriver-admin button:has-text("Create token")')
+    secret = page.locator('#kohakuriver-admin [data-kr="new-token"]')
+    secret.wait_for()
+    assert len(secret.inner_text()) > 16
+    row = page.locator("#kohakuriver-admin tr", has_text="gpu-box-7")
+    row.wait_for()
+    shot(page, "admin")
+    tokens = lab.api("GET", "runner-tokens")["tokens"]
+    assert all(t.get("token") is None for t in tokens)  # the list never has secrets
+    row.locator('button:has-text("Revoke")').click()
+    page.click('.jp-Dialog-button:has-text("Revoke")')
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#kohakuriver-admin tr')]"
+        ".some(r => r.textContent.includes('gpu-box-7') && r.textContent.includes('revoked'))"
+    )
+
+
+# =============================================================================
+# Dark theme, console
+# =============================================================================
+
+
+def test_dark_theme_readable(lab: Any, page: Any) -> None:
+    run(page, "apputils:change-theme", {"theme": "JupyterLab Dark"})
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=20_000)
+    page.wait_for_timeout(500)
+    views = {
+        "tasks": ("kohakuriver:open-tasks", {}, "#kohakuriver-tasks .kr-TaskName"),
+        "nodes": ("kohakuriver:open-nodes", {}, "#kohakuriver-nodes h3"),
+        "admin": ("kohakuriver:open-admin", {}, "#kohakuriver-admin td"),
+        "task-detail": ("kohakuriver:open-task", {"id": lab.hello_id}, f"#kohakuriver-task-{lab.hello_id} .kr-Log"),
+    }  # fmt: skip
+    low: list[tuple[str, float]] = []
+    for name, (command, args, selector) in views.items():
+        run(page, command, args)
+        page.wait_for_selector(selector)
+        ratios = page.evaluate(
+            CONTRAST_JS,
+            [
+                selector,
+                "#kohakuriver-panel .kr-NodeCard-name",
+                "#kohakuriver-panel .kr-BarRow-text",
+            ],
+        )
+        low += [(sel, r) for sel, r in ratios if r < 4.5]
+        shot(page, name, "dark")
+    shot(page, "sidebar", "dark")
+    run(page, "kohakuriver:submit-task", wait=False)
+    page.wait_for_selector(".kr-SubmitForm")
+    low += [
+        (s, r)
+        for s, r in page.evaluate(CONTRAST_JS, ["#kr-submit-command", ".kr-SubmitForm label"])
+        if r < 4.5
+    ]
+    shot(page, "submit-dialog", "dark")
+    page.click(".jp-Dialog-button.jp-mod-reject")
+    assert not low, f"text below WCAG AA contrast in the dark theme: {low}"
+    run(page, "apputils:change-theme", {"theme": "JupyterLab Light"})
+
+
+def test_no_console_errors(page: Any) -> None:
+    errors = [e for e in page.console_errors if "favicon" not in e]
+    # the browser logs the deliberate invalid submit of the dialog test (a 400) as an error
+    bad_request = [e for e in errors if "status of 400" in e]
+    assert len(bad_request) <= 1, bad_request
+    errors = [e for e in errors if "status of 400" not in e]
+    assert not errors, errors
+    if RESULTS:
+        print("\n[panel] " + ", ".join(f"{k}={v:.3f}" for k, v in RESULTS.items()))
