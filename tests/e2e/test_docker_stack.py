@@ -1,0 +1,85 @@
+"""The whole stack with the docker backend: a host and ``kohakuriver-runner --backend docker,local``.
+
+Needs a reachable dockerd and the images of ``.ci/images.sh`` (skips without, fails under
+KOHAKURIVER_REQUIRE_INTEGRATION=1).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import TERMINAL, HostProcess, RunnerProcess, wait_for, wait_node
+
+from kohakuriver_lab.testing.integration import missing
+
+pytestmark = [pytest.mark.integration]
+
+BUSYBOX = "kohakuriver-test/busybox"
+
+
+@pytest.fixture
+def docker_api() -> Iterator[Any]:
+    try:
+        import docker
+
+        api = docker.APIClient(version="auto", timeout=30, **docker.utils.kwargs_from_env())
+        api.inspect_image(BUSYBOX)
+    except Exception as exc:
+        missing(f"no dockerd with {BUSYBOX} ({exc}); see .ci/docker.sh and .ci/images.sh")
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def docker_runner(
+    make_host: Callable[..., HostProcess], workdir: Path, docker_api: Any
+) -> Iterator[tuple[HostProcess, RunnerProcess]]:
+    host = make_host(heartbeat=0.5)
+    name = f"dock{os.getpid()}"
+    runner = RunnerProcess(
+        host, host.runner_token(name), name, workdir / f"state-{name}", backend="docker,local"
+    ).start()
+    try:
+        yield host, runner
+    finally:
+        runner.stop()
+        for row in docker_api.containers(all=True, filters={"label": f"kohakuriver.node={name}"}):
+            docker_api.remove_container(row["Id"], force=True)
+
+
+def test_image_task_runs_in_a_container_and_plain_task_locally(
+    docker_runner: tuple[HostProcess, RunnerProcess], docker_api: Any
+) -> None:
+    host, runner = docker_runner
+    with host.client() as client:
+        wait_node(client, runner.name, "online")
+        assert client.get_node(runner.name).backends == ["docker", "local"]
+        script = "echo hello from $KOHAKURIVER_NODE; cat /sys/fs/cgroup/cpuset/cpuset.cpus; exit 0"
+        result = client.submit_request(
+            {"command": ["sh", "-c", script], "image": BUSYBOX, "cores": 1}
+        )
+        task = wait_for(client, result.task_ids[0], TERMINAL, timeout=30)
+        assert task.status.value == "completed", client.logs(task.task_id, "stderr").data
+        lines = client.logs(task.task_id).data.splitlines()
+        assert lines[0] == f"hello from {runner.name}"
+        if Path("/sys/fs/cgroup/cpuset").is_dir():  # cgroup v1 here
+            assert lines[1] == ",".join(str(c) for c in task.assigned_cores)
+
+        # the same node runs a task without an image with the local backend
+        plain = client.submit(["hostname"])
+        task = wait_for(client, plain.task_ids[0], TERMINAL, timeout=30)
+        assert task.status.value == "completed"
+        assert client.logs(task.task_id).data == socket.gethostname() + "\n"
+
+        # a missing image: a failed task with the reason, never a hung one
+        bad = client.submit_request({"command": ["true"], "image": "kohakuriver-test/nope"})
+        task = wait_for(client, bad.task_ids[0], TERMINAL, timeout=30)
+        assert task.status.value == "failed"
+        assert f"image kohakuriver-test/nope not found on node {runner.name}" in str(
+            client.get_task(task.task_id)
+        )
