@@ -178,6 +178,7 @@ class Host:
             "127.0.0.1",
             f"--IdentityProvider.token={self.token}",
             f"--ClusterHostApp.data_dir={self.data_dir}",
+            f"--ServerApp.root_dir={self.data_dir}",  # job outputs land here, not in the cwd
             "--allow-root",
             "--ServerApp.port_retries=0",
             *(["--ClusterHostApp.embedded_runner=True"] if self.embedded else []),
