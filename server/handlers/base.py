@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import getpass
 import json
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pydantic
@@ -31,6 +34,22 @@ def validation_message(exc: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
+@functools.cache
+def host_owner() -> str:
+    """The OS user running the host."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "owner"
+
+
+def is_anonymous_token_user(user: Any) -> bool:
+    """Whether Jupyter made this user up for a token-authenticated request."""
+    username = str(getattr(user, "username", ""))
+    display = str(getattr(user, "name", ""))
+    return display.startswith("Anonymous ") and re.fullmatch(r"[0-9a-f]{32}", username) is not None
+
+
 def parse_id(text: str, what: str = "task") -> int:
     """A snowflake ID from a URL segment (404 when it cannot be one)."""
     if not text.isdigit() or len(text) > 20:
@@ -50,9 +69,14 @@ class ClusterAPIHandler(ExtensionHandlerMixin, APIHandler):
 
     @property
     def username(self) -> str:
-        """Who is calling."""
+        """Who is calling. Token-authenticated requests without a login get a fresh random
+        "Anonymous ..." identity from Jupyter on every request; they are the server's owner
+        (whoever holds its token), so they are recorded under the owner's OS user name."""
         user = self.current_user
-        return str(getattr(user, "username", None) or getattr(user, "name", None) or user)
+        name = str(getattr(user, "username", None) or getattr(user, "name", None) or user)
+        if is_anonymous_token_user(user):
+            return host_owner()
+        return name
 
     def parse_body(self, model: type[ModelT], limit: int = MAX_BODY_BYTES) -> ModelT:
         """Validate the JSON body against ``model`` (400 with the field names on failure)."""

@@ -503,3 +503,16 @@ async def test_image_tasks_go_to_docker_nodes(api: Any, host_url: str, runner_to
     finally:
         await plain.close()
         await docker.close()
+
+
+async def test_token_callers_are_recorded_as_the_host_owner(api: Any) -> None:
+    import getpass
+
+    first = (await api.post("tasks", {"command": ["a"]}, expect=201))["task_ids"][0]
+    second = (await api.post("tasks", {"command": ["b"]}, expect=201))["task_ids"][0]
+    owners = {(await api.get(f"tasks/{t}"))["owner"] for t in (first, second)}
+    assert owners == {getpass.getuser()}  # not a fresh "Anonymous" identity per request
+    mine = await api.get("tasks", owner=getpass.getuser())
+    assert {t["task_id"] for t in mine["tasks"]} == {first, second}
+    events = (await api.get(f"tasks/{first}/events"))["events"]
+    assert events[0]["actor"] == getpass.getuser()
