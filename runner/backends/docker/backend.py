@@ -163,6 +163,9 @@ class DockerBackend(Backend):
         env = dict(spec.env)
         env["KOHAKURIVER_TASK_ID"] = str(spec.task_id)
         env["KOHAKURIVER_NODE"] = self.node
+        host_url = self.options.get("host_url")
+        if host_url:  # as the runner reaches the host: a loopback URL needs network_mode "host"
+            env["KOHAKURIVER_URL"] = str(host_url)
         if spec.gpus:
             # The device request exposes exactly these GPUs, renumbered from 0 inside.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(spec.gpus)))
