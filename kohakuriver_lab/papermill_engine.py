@@ -20,8 +20,6 @@ import os
 import sys
 from typing import Any
 
-from papermill.engines import Engine
-
 ENV_RESOURCES = {
     "cores": "KOHAKURIVER_CORES",
     "memory": "KOHAKURIVER_MEMORY",
@@ -52,57 +50,80 @@ def resources_for(nb: Any) -> dict[str, Any]:
     return found
 
 
-class KohakuRiverEngine(Engine):  # type: ignore[misc]
-    """Runs the managed notebook as a kohakuriver notebook job and adopts its output."""
+def _make_engine(base: type[Any]) -> type[Any]:
+    """Build the engine class on papermill's ``Engine``."""
 
-    @classmethod
-    def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
-        import nbformat
-        from papermill.execute import remove_error_markers
+    class KohakuRiverEngine(base):  # type: ignore[misc,valid-type]
+        """Runs the managed notebook as a kohakuriver notebook job and adopts its output."""
 
-        from kohakuriver_lab.cluster import Cluster
+        @classmethod
+        def execute_managed_notebook(cls, nb_man: Any, kernel_name: str, **kwargs: Any) -> Any:
+            import nbformat
+            from papermill.execute import remove_error_markers
 
-        from_dict: Any = nbformat.from_dict
-        nb = nb_man.nb
-        # the job re-adds papermill's metadata; send the notebook as parameterized here
-        payload = from_dict(nb)
-        payload.metadata.pop("papermill", None)
-        resources = resources_for(nb)
-        input_path = kwargs.get("input_path")
-        if isinstance(input_path, str):
-            resources.setdefault("name", os.path.basename(input_path))
-        cluster = Cluster()
-        try:
-            task = cluster.run_notebook(payload, {}, **resources)
-            print(f"kohakuriver: task {task.id} submitted", file=sys.stderr, flush=True)
-            try:  # live output, as papermill --log-output would show it
-                for stream, text in task.follow():
-                    (sys.stderr if stream == "stderr" else sys.stdout).write(text)
-            except Exception:  # the log stream is a courtesy; wait() decides
-                pass
-            info = task.wait()
+            from kohakuriver_lab.cluster import Cluster
+
+            from_dict: Any = nbformat.from_dict
+            nb = nb_man.nb
+            # the job re-adds papermill's metadata; send the notebook as parameterized here
+            payload = from_dict(nb)
+            payload.metadata.pop("papermill", None)
+            resources = resources_for(nb)
+            input_path = kwargs.get("input_path")
+            if isinstance(input_path, str):
+                resources.setdefault("name", os.path.basename(input_path))
+            cluster = Cluster()
             try:
-                # papermill marks the failing cell again when it writes the output
-                executed = remove_error_markers(from_dict(task.output_notebook()))
-            except Exception as exc:
-                raise RuntimeError(
-                    f"kohakuriver task {task.id} ended {info.status.value} without an output "
-                    f"notebook ({info.reason or exc})"
-                ) from None
-            local = dict(nb.metadata.get("papermill", {}))
-            remote = executed.metadata.setdefault("papermill", {})
-            for key in ("parameters", "input_path", "output_path", "default_parameters"):
-                if key in local:
-                    remote[key] = local[key]  # the job saw them already injected
-            remote["kohakuriver_task_id"] = str(task.id)
-            nb_man.nb = executed
-            if info.status.value != "completed" and not _has_error(executed):
-                raise RuntimeError(
-                    f"kohakuriver task {task.id} ended {info.status.value}: {info.reason or ''}"
-                )
-        finally:
-            cluster.close()
-        return nb_man.nb
+                task = cluster.run_notebook(payload, {}, **resources)
+                print(f"kohakuriver: task {task.id} submitted", file=sys.stderr, flush=True)
+                try:  # live output, as papermill --log-output would show it
+                    for stream, text in task.follow():
+                        (sys.stderr if stream == "stderr" else sys.stdout).write(text)
+                except Exception:  # the log stream is a courtesy; wait() decides
+                    pass
+                info = task.wait()
+                try:
+                    # papermill marks the failing cell again when it writes the output
+                    executed = remove_error_markers(from_dict(task.output_notebook()))
+                except Exception as exc:
+                    raise RuntimeError(
+                        f"kohakuriver task {task.id} ended {info.status.value} without an output "
+                        f"notebook ({info.reason or exc})"
+                    ) from None
+                local = dict(nb.metadata.get("papermill", {}))
+                remote = executed.metadata.setdefault("papermill", {})
+                for key in ("parameters", "input_path", "output_path", "default_parameters"):
+                    if key in local:
+                        remote[key] = local[key]  # the job saw them already injected
+                remote["kohakuriver_task_id"] = str(task.id)
+                nb_man.nb = executed
+                if info.status.value != "completed" and not _has_error(executed):
+                    raise RuntimeError(
+                        f"kohakuriver task {task.id} ended {info.status.value}: {info.reason or ''}"
+                    )
+            finally:
+                cluster.close()
+            return nb_man.nb
+
+    return KohakuRiverEngine
+
+
+def __getattr__(name: str) -> Any:
+    """``KohakuRiverEngine``, built on first access.
+
+    Importing papermill loads every ``papermill.engine`` entry point, this one included, so
+    a class statement at module level would make ``import kohakuriver_lab.papermill_engine``
+    before papermill a circular import. Built here, the re-entrant access during papermill's
+    import finds ``Engine`` already defined and caches the class for the outer one.
+    """
+    if name != "KohakuRiverEngine":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from papermill.engines import Engine  # may re-enter this function (entry points)
+
+    engine = globals().get("KohakuRiverEngine")
+    if engine is None:
+        engine = globals()["KohakuRiverEngine"] = _make_engine(Engine)
+    return engine
 
 
 def _has_error(nb: Any) -> bool:
