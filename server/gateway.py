@@ -363,7 +363,14 @@ class RunnerGateway(LoggingConfigurable):
             for conn, message in reports:
                 node = self._node(conn)
                 task = tasks.get(message.task_id)
-                if task is None or task.node != node:
+                if task is None:  # e.g. an orphan the host told it to kill: let it go
+                    self.log.info("runner %s reports unknown task %s", node, message.task_id)
+                    if message.state in ALIVE:
+                        followups.append((node, self._kill(message.task_id, 0)))
+                    else:
+                        followups.append((node, ForgetTask(task_id=message.task_id)))
+                    continue
+                if task.node != node:
                     refused.append(
                         (
                             conn,

@@ -244,3 +244,21 @@ async def test_kill_of_a_task_whose_start_never_arrived(
 
 async def _ignore(order: object) -> None:
     return None
+
+
+async def test_reports_about_unknown_tasks_are_answered_not_refused(
+    api: Any, host_url: str, runner_token: str
+) -> None:
+    from kohakuriver_lab.protocol import ForgetTask, KillTask
+
+    runner = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
+    try:
+        await runner.send(TaskState(task_id=123456789, state="completed", exit_code=0))
+        await runner.send(TaskState(task_id=987654321, state="running"))
+        await asyncio.sleep(0.2)
+        forgets = [m.task_id for m in runner.received if isinstance(m, ForgetTask)]
+        kills = [(m.task_id, m.grace) for m in runner.received if isinstance(m, KillTask)]
+        assert forgets == [123456789] and kills == [(987654321, 0)]
+        assert not [m for m in runner.received if type(m).__name__ == "ErrorMessage"]
+    finally:
+        await runner.close()
