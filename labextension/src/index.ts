@@ -95,7 +95,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openTasks: () => void commands.execute(CommandIDs.openTasks),
       openNodes: () => void commands.execute(CommandIDs.openNodes),
       openAdmin: () => void commands.execute(CommandIDs.openAdmin),
-      submit: () => void commands.execute(CommandIDs.submit)
+      submit: () => void commands.execute(CommandIDs.submit),
+      openPath: path => void commands.execute('docmanager:open', { path })
     };
 
     // ----- sidebar -----

@@ -71,6 +71,10 @@ export interface ITaskInfo {
   exit_code?: number | null;
   reason?: string | null;
   kill_requested?: boolean;
+  /** Notebook jobs: the executed notebook in the Jupyter contents. */
+  output_path?: string | null;
+  /** Notebook jobs: cells done of total, and the error that stopped it. */
+  progress?: { done: number; total: number; cell: number | null; error: string | null } | null;
   submitted_at: number;
   started_at?: number | null;
   finished_at?: number | null;

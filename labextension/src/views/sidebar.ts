@@ -14,6 +14,8 @@ export interface IPanelActions {
   openNodes(): void;
   openAdmin(): void;
   submit(): void;
+  /** Open a file of the Jupyter contents (e.g. a notebook job's executed notebook). */
+  openPath(path: string): void;
 }
 
 export class ClusterSidebar extends Widget {

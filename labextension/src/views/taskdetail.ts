@@ -111,6 +111,13 @@ export class TaskDetailView extends Widget {
       button('Pause', () => void this._act('pause'), { disabled: !acts.pause, title: 'Pause (freeze) this task' }),
       button('Resume', () => void this._act('resume'), { disabled: !acts.resume, title: 'Resume this task' }),
       button('Resubmit', () => void this._resubmit(), { title: 'Submit the same task again' }),
+      ...(t.output_path
+        ? [
+            button('Open output notebook', () => this.actions.openPath(t.output_path as string), {
+              title: `Open ${t.output_path}`
+            })
+          ]
+        : []),
       button('Refresh', () => void this._load(), { title: 'Reload this task' })
     );
     const waiting = t.status === 'pending' || t.status === 'pending_approval' || t.status === 'assigning';
@@ -139,7 +146,9 @@ export class TaskDetailView extends Widget {
       row('Duration', dur),
       row('Exit code', t.exit_code === null || t.exit_code === undefined ? '–' : String(t.exit_code)),
       t.env && Object.keys(t.env).length ? row('Environment', Object.entries(t.env).map(([k, v]) => `${k}=${v}`).join(' ')) : null,
-      t.workdir ? row('Workdir', t.workdir) : null
+      t.workdir ? row('Workdir', t.workdir) : null,
+      t.progress ? row('Progress', `${t.progress.done} of ${t.progress.total} cells`) : null,
+      t.output_path ? row('Output', t.output_path) : null
     );
     if (prev && prev.status !== t.status && !this._socket && !isFinal(prev.status)) {
       this._openLog();
