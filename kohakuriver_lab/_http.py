@@ -286,6 +286,11 @@ def revoke_runner_token(token_id: TaskRef) -> Call[None]:
     return Call("DELETE", f"runner-tokens/{path_id(token_id)}", _nothing)
 
 
+def me() -> Call[str]:
+    """``GET /me``: the caller's name to the cluster (the owner of their tasks)."""
+    return Call("GET", "me", lambda data: str(_dict(data)["username"]))
+
+
 def openapi() -> Call[dict[str, Any]]:
     """``GET /openapi.json``."""
     return Call("GET", "openapi.json", _dict)

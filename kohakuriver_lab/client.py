@@ -282,6 +282,10 @@ class Client(_ClientBase):
         """Revoke a runner token."""
         self._run(api.revoke_runner_token(token_id))
 
+    def me(self) -> str:
+        """Who this client is to the cluster (the owner name of its tasks)."""
+        return self._run(api.me())
+
     def openapi(self) -> dict[str, Any]:
         """The host's OpenAPI document."""
         return self._run(api.openapi())
@@ -470,6 +474,10 @@ class AsyncClient(_ClientBase):
         return await self._run(api.batch_results(batch_id))
 
     # ----- nodes, tokens, schema -----
+
+    async def me(self) -> str:
+        """Who this client is to the cluster (the owner name of its tasks)."""
+        return await self._run(api.me())
 
     async def list_nodes(self) -> list[NodeInfo]:
         """Every node the host knows."""

@@ -458,17 +458,9 @@ class Cluster:
         return self.client.list_nodes()
 
     def username(self) -> str:
-        """Who this client is, as Jupyter knows it (``GET /api/me``)."""
+        """Who this client is to the cluster: the owner name of its tasks (``GET /me``)."""
         if self._username is None:
-            import httpx
-
-            response = httpx.get(
-                self.client.config.url + "api/me",
-                headers=self.client._headers(),
-                timeout=self.client.timeout,
-            )
-            response.raise_for_status()
-            self._username = str(response.json()["identity"]["username"])
+            self._username = self.client.me()
         return self._username
 
     def widget(self) -> Any:

@@ -338,7 +338,7 @@ class KohakuMagics(Magics):  # type: ignore[misc]
         infos = self.cluster.tasks(mine=args.mine, status=args.status, limit=args.limit)
         rows = [
             [str(t.task_id), t.status.value, t.name or "", t.owner, t.node or "",
-             " ".join(t.command)[:40]]
+             " ".join(t.command).replace("\n", " ")[:40]]
             for t in infos
         ]  # fmt: skip
         print(_table(rows, ["task", "status", "name", "owner", "node", "command"]))

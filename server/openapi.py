@@ -179,6 +179,20 @@ def _paths() -> dict[str, Any]:
                 ],
             )
         },
+        "/kohakuriver/api/me": {
+            "get": _op(
+                "Who the caller is to the cluster (the owner name of their tasks)",
+                {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["username"],
+                            "properties": {"username": {"type": "string"}},
+                        }
+                    )
+                },
+            )
+        },
         "/kohakuriver/api/cluster": {
             "get": _op("Cluster summary", {"200": _json(_ref("ClusterSummary"))})
         },

@@ -6,6 +6,7 @@ from typing import Any
 
 from .handlers.api import (
     ClusterHandler,
+    MeHandler,
     NodeHandler,
     NodesHandler,
     OpenAPIHandler,
@@ -44,6 +45,7 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (r"/nodes", NodesHandler),
     (r"/nodes/([A-Za-z0-9._-]{1,63})", NodeHandler),
     (r"/cluster", ClusterHandler),
+    (r"/me", MeHandler),
     (r"/events", EventsHandler),
     (r"/runner-tokens", RunnerTokensHandler),
     (rf"/runner-tokens/{_ID}", RunnerTokenHandler),

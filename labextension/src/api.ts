@@ -133,6 +133,11 @@ export class ClusterApi {
     return this.request('GET', `nodes/${encodeURIComponent(name)}`);
   }
 
+  /** Who the caller is to the cluster: the owner name its tasks get. */
+  async me(): Promise<string> {
+    return (await this.request<{ username: string }>('GET', 'me')).username;
+  }
+
   cluster(): Promise<IClusterSummary> {
     return this.request('GET', 'cluster');
   }

@@ -209,8 +209,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
 
     // ----- start -----
     try {
-      await app.serviceManager.user.ready;
-      model.owner = app.serviceManager.user.identity?.username ?? '';
+      // the cluster's name for this user (Jupyter's own identity may be an anonymous one)
+      model.owner = await model.api.me();
     } catch {
       model.owner = '';
     }

@@ -175,6 +175,15 @@ class NodeHandler(ClusterAPIHandler):
         self.write_json(registry.info(name, loads.get(name), with_history=True))
 
 
+class MeHandler(ClusterAPIHandler):
+    """Who the caller is to the cluster (the name tasks are owned by)."""
+
+    @web.authenticated
+    @authorized
+    def get(self) -> None:
+        self.write_json({"username": self.username})
+
+
 class ClusterHandler(ClusterAPIHandler):
     """A summary for dashboards: nodes online, capacity and use, queue length."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -139,10 +141,15 @@ def test_nodes_and_tasks(kernel):
     reply = kernel.run("cw = %kohaku nodes\ncw")
     assert any("application/vnd.jupyter.widget-view+json" in d for d in reply.data)
     assert "embedded" in kernel.value("list(cw.nodes)")
-    out = kernel.run("%kohaku tasks -n 5").stdout
-    assert "status" in out.splitlines()[0]
-    assert len(out.splitlines()) <= 6  # rows depend on the host's owner filtering (see report)
-    # --mine filters by the Jupyter identity (GET /api/me); token logins are anonymous
-    assert "status" in kernel.run("%kohaku tasks --mine").stdout
+    kernel.run(
+        "for _ in range(6):\n    get_ipython().run_line_magic('kohaku', 'submit -c 0 -- true')"
+    )
+    out = kernel.run("%kohaku tasks -n 5").stdout.splitlines()
+    assert out[0].split() == ["task", "status", "name", "owner", "node", "command"]
+    assert len(out) == 6  # header + 5 rows (newlines in commands are flattened)
+    # --mine filters by the cluster's name for this user (GET /kohakuriver/api/me); token
+    # callers are the host's owner
+    mine = kernel.run("%kohaku tasks --mine -n 5").stdout.splitlines()
+    assert len(mine) == 6 and all(f" {getpass.getuser()} " in row for row in mine[1:])
     out = kernel.run("%kohaku status").stdout
     assert "1/1 nodes online" in out
