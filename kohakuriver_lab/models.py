@@ -438,6 +438,7 @@ class TaskPage(BaseModel):
 
     tasks: list[TaskInfo]
     next_cursor: str | None = None
+    total: int | None = Field(default=None, description="with count=true: all matching tasks")
 
 
 class GpuInfo(BaseModel):

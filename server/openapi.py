@@ -111,6 +111,12 @@ def _paths() -> dict[str, Any]:
                     _query("node", {"type": "string"}, "node name"),
                     _query("owner", {"type": "string"}, "owner user name"),
                     _query("batch", {"type": "string"}, "batch ID"),
+                    _query(
+                        "type",
+                        {"type": "string", "enum": ["command", "vps", "notebook"]},
+                        "task type",
+                    ),
+                    _query("count", {"type": "boolean"}, "add the total of matching tasks"),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size"),
                     _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
                 ],

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets.config import LoggingConfigurable
 
@@ -207,27 +207,38 @@ class TaskService(LoggingConfigurable):
         node: str | None = None,
         owner: str | None = None,
         batch: int | None = None,
+        task_type: TaskType | None = None,
         limit: int = 100,
         cursor: int | None = None,
+        count: bool = False,
     ) -> TaskPage:
-        """Tasks, newest first; ``cursor`` is the last ID of the previous page."""
+        """Tasks, newest first; ``cursor`` is the last ID of the previous page; ``count``
+        adds the number of all tasks matching the filters."""
         limit = max(1, min(limit, MAX_PAGE))
-        query = select(Task).order_by(Task.task_id.desc()).limit(limit + 1)
+        filters: list[ColumnElement[bool]] = []
         if statuses:
-            query = query.where(Task.status.in_([s.value for s in statuses]))
+            filters.append(Task.status.in_([s.value for s in statuses]))
         if node:
-            query = query.where(Task.node == node)
+            filters.append(Task.node == node)
         if owner:
-            query = query.where(Task.owner == owner)
+            filters.append(Task.owner == owner)
         if batch is not None:
-            query = query.where(Task.batch_id == batch)
+            filters.append(Task.batch_id == batch)
+        if task_type is not None:
+            filters.append(Task.task_type == task_type.value)
+        query = select(Task).where(*filters).order_by(Task.task_id.desc()).limit(limit + 1)
         if cursor is not None:
             query = query.where(Task.task_id < cursor)
         with self._db() as session:
             rows = session.scalars(query).all()
+            total = (
+                session.scalar(select(func.count()).select_from(Task).where(*filters))
+                if count
+                else None
+            )
         page = [task_info(t) for t in rows[:limit]]
         next_cursor = str(rows[limit - 1].task_id) if len(rows) > limit else None
-        return TaskPage(tasks=page, next_cursor=next_cursor)
+        return TaskPage(tasks=page, next_cursor=next_cursor, total=total)
 
     def events(self, task_id: int) -> list[TaskEventInfo]:
         """The task's transitions, oldest first."""

@@ -12,6 +12,7 @@ from kohakuriver_lab.models import (
     RunnerTokenCreate,
     TaskStatus,
     TaskSubmit,
+    TaskType,
 )
 
 from ..openapi import openapi_document
@@ -32,6 +33,17 @@ def _int_arg(handler: ClusterAPIHandler, name: str, default: int, low: int, high
     if not low <= value <= high:
         raise InvalidRequest(f"query parameter '{name}' must be between {low} and {high}")
     return value
+
+
+def _task_type_arg(handler: ClusterAPIHandler) -> TaskType | None:
+    raw = handler.get_query_argument("type", None)
+    if not raw:
+        return None
+    try:
+        return TaskType(raw)
+    except ValueError:
+        valid = ", ".join(t.value for t in TaskType)
+        raise InvalidRequest(f"unknown task type {raw!r} (valid: {valid})") from None
 
 
 # =============================================================================
@@ -64,8 +76,10 @@ class TasksHandler(ClusterAPIHandler):
             node=self.get_query_argument("node", None),
             owner=self.get_query_argument("owner", None),
             batch=int(batch_raw) if batch_raw else None,
+            task_type=_task_type_arg(self),
             limit=_int_arg(self, "limit", 100, 1, 500),
             cursor=int(cursor_raw) if cursor_raw else None,
+            count=self.get_query_argument("count", "false").lower() in ("1", "true", "yes"),
         )
         self.write_json(page)
 

@@ -517,3 +517,17 @@ async def test_token_callers_are_recorded_as_the_host_owner(api: Any) -> None:
     events = (await api.get(f"tasks/{first}/events"))["events"]
     assert events[0]["actor"] == getpass.getuser()
     assert await api.get("me") == {"username": getpass.getuser()}
+
+
+async def test_type_filter_and_total(api: Any) -> None:
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": []}
+    for _ in range(3):
+        await api.post("tasks", {"command": ["true"]}, expect=201)
+    await api.post("tasks", {"task_type": "notebook", "notebook": notebook}, expect=201)
+    page = await api.get("tasks", type="notebook", count="true")
+    assert page["total"] == 1 and [t["task_type"] for t in page["tasks"]] == ["notebook"]
+    page = await api.get("tasks", type="command", limit=2, count="true")
+    assert page["total"] == 3 and len(page["tasks"]) == 2 and page["next_cursor"]
+    assert (await api.get("tasks"))["total"] is None  # only when asked
+    status, data = await api.call("GET", "tasks", type="vm")
+    assert status == 400 and "unknown task type" in data["message"]
