@@ -18,6 +18,7 @@ from .db.engine import make_engine, make_sessionmaker, upgrade_schema
 from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
 from .events import EventBus
 from .gateway import RunnerGateway
+from .kernels import PROVISIONER_NAME, install_default_provisioner
 from .logstore import LogStore
 from .nodes import NodeRegistry
 from .routes import handlers
@@ -71,6 +72,12 @@ class ClusterHostApp(ExtensionApp):
         "(as <jobs_dir>/<task id>/output.ipynb).",
     ).tag(config=True)
 
+    kernel_magics = Bool(
+        True,
+        help="Load the %kohaku magics into the IPython kernels this server starts (through a "
+        "kernel provisioner; off when another default provisioner is configured).",
+    ).tag(config=True)
+
     sweep_interval = Float(
         1.0, help="Seconds between background sweeps (liveness, stuck orders, queue)."
     ).tag(config=True)
@@ -93,6 +100,8 @@ class ClusterHostApp(ExtensionApp):
             engine, make_sessionmaker(engine), self.data_dir, parent=self
         )
         self.settings["kohakuriver_services"] = self.services
+        if self.kernel_magics and install_default_provisioner():
+            self.log.debug("kernels get the %%kohaku magics (%s)", PROVISIONER_NAME)
         self.log.info(
             "kohakuriver host: database %s", engine.url.render_as_string(hide_password=True)
         )
