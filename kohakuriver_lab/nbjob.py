@@ -47,6 +47,14 @@ RETRY_FOR = 120.0
 MAX_REASON = 2000
 RETRY_STATUSES = frozenset({502, 503, 504})
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+TRACE_ENV = "KRLAB_NBJOB_TRACE"
+_TRACE = bool(os.environ.get(TRACE_ENV))
+
+
+def trace(stage: str) -> None:
+    """With ``KRLAB_NBJOB_TRACE=1``: ``nbjob-trace <epoch> <stage>`` on stderr (profiling)."""
+    if _TRACE:
+        print(f"nbjob-trace {time.time():.4f} {stage}", file=sys.stderr, flush=True)
 
 
 class JobError(Exception):
@@ -192,12 +200,126 @@ class Reporter:
 
 
 # =============================================================================
+# The kernel, started early
+# =============================================================================
+
+PYTHON_KERNELS = frozenset({"python", "python2", "python3"})
+
+
+def kernel_name_of(source: bytes) -> str:
+    """The notebook's kernelspec name, read without nbformat (``python3`` when it has none)."""
+    try:
+        name = json.loads(source)["metadata"]["kernelspec"]["name"]
+    except (ValueError, KeyError, TypeError):
+        return "python3"
+    return name if isinstance(name, str) and name else "python3"
+
+
+class Kernel:
+    """A kernel started before papermill is imported, so its boot overlaps that import.
+
+    nbclient is handed the manager and a ready client: it neither starts the kernel nor runs
+    ``wait_for_ready`` (whose IOPub flush idles 0.2 s), and it does not shut it down either:
+    :meth:`kill` sends SIGKILL to the kernel's process group without waiting for it to exit,
+    because once the job has its output nothing the kernel does matters.
+    """
+
+    def __init__(self, name: str, cwd: str | None) -> None:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        self.name = name
+        self.km: Any = AsyncKernelManager(kernel_name=name)
+        self.kc: Any = None
+        self.killed = False
+        extra = ["--HistoryManager.hist_file=:memory:"] if name in PYTHON_KERNELS else []
+        kwargs: dict[str, Any] = {"extra_arguments": extra}
+        if cwd is not None:
+            kwargs["cwd"] = cwd
+        run_sync(self.km.start_kernel)(**kwargs)
+        trace("kernel process launched")
+
+    def ready_client(self, timeout: float) -> Any:
+        """A started client once the kernel answers ``kernel_info`` on shell and on IOPub."""
+        from jupyter_core.utils import run_sync
+
+        if self.kc is None:
+            self.kc = run_sync(self._ready)(timeout)
+            trace("kernel ready")
+        return self.kc
+
+    async def _ready(self, timeout: float) -> Any:
+        from queue import Empty
+
+        kc = self.km.client()
+        kc.start_channels()
+        deadline = time.monotonic() + timeout
+        while True:
+            msg_id = kc.kernel_info()
+            try:
+                await self._reply(kc, msg_id, min(1.0, max(0.1, deadline - time.monotonic())))
+                return kc
+            except Empty:
+                pass
+            if not await self.km.is_alive():
+                kc.stop_channels()
+                raise RuntimeError("Kernel died before replying to kernel_info")
+            if time.monotonic() > deadline:
+                kc.stop_channels()
+                raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+
+    @staticmethod
+    async def _reply(kc: Any, msg_id: str, wait: float) -> None:
+        """The shell reply and the IOPub ``idle`` for ``msg_id`` (IOPub is connected then)."""
+        end = time.monotonic() + wait
+        replied = idle = False
+        while not replied:
+            msg = await kc.get_shell_msg(timeout=max(0.0, end - time.monotonic()))
+            replied = msg["parent_header"].get("msg_id") == msg_id
+        while not idle:
+            msg = await kc.get_iopub_msg(timeout=max(0.0, min(0.2, end - time.monotonic())))
+            idle = (
+                msg["parent_header"].get("msg_id") == msg_id
+                and msg["msg_type"] == "status"
+                and msg["content"].get("execution_state") == "idle"
+            )
+
+    def kill(self) -> None:
+        """SIGKILL to the kernel's process group; no waiting, no graceful shutdown."""
+        import signal
+
+        if self.killed:
+            return
+        self.killed = True
+        process = getattr(self.km.provisioner, "process", None)
+        pid = getattr(process, "pid", None)
+        if pid is not None:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # the kernel leads its own session
+            except OSError:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        if self.kc is not None:
+            try:
+                self.kc.stop_channels()
+            except Exception:
+                log.debug("stop_channels failed", exc_info=True)
+        try:
+            self.km.cleanup_connection_file()
+        except Exception:
+            log.debug("connection file cleanup failed", exc_info=True)
+
+
+# =============================================================================
 # papermill engine with a throttled execution manager
 # =============================================================================
 
 
-def _engine_classes(reporter: Reporter, save_every: float) -> Any:
+def _engine_classes(reporter: Reporter, save_every: float, kernel: Kernel | None = None) -> Any:
     """The papermill engine for jobs (built lazily: papermill is imported only here)."""
+    from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, NotebookExecutionManager
 
     class JobManager(NotebookExecutionManager):  # type: ignore[misc]
@@ -221,11 +343,15 @@ def _engine_classes(reporter: Reporter, save_every: float) -> Any:
             return None  # covered by the throttled save
 
         def cell_start(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
+            if cell_index == 0:
+                trace("kernel ready, first cell starts")
             self.current_cell = cell_index
             super().cell_start(cell, cell_index, **kwargs)
 
         def cell_complete(self, cell: Any, cell_index: int | None = None, **kwargs: Any) -> None:
             super().cell_complete(cell, cell_index, **kwargs)
+            if cell_index is not None and cell_index + 1 == len(self.nb.cells):
+                trace("last cell done")
             if cell_index is not None:
                 reporter.progress(cell_index + 1, len(self.nb.cells), cell_index)
 
@@ -253,9 +379,51 @@ def _engine_classes(reporter: Reporter, save_every: float) -> Any:
             try:
                 cls.execute_managed_notebook(nb_man, kernel_name, log_output=False, **kwargs)
             finally:
+                trace("cells executed")
                 nb_man.cleanup_pbar()
                 nb_man.notebook_complete()
             return nb_man.nb
+
+        @classmethod
+        def execute_managed_notebook(
+            cls,
+            nb_man: Any,
+            kernel_name: str,
+            log_output: bool = False,
+            stdout_file: Any = None,
+            stderr_file: Any = None,
+            start_timeout: int = 60,
+            execution_timeout: float | None = None,
+            **kwargs: Any,
+        ) -> Any:
+            if kernel is None or kernel.name != kernel_name:
+                return super().execute_managed_notebook(
+                    nb_man,
+                    kernel_name,
+                    log_output=log_output,
+                    stdout_file=stdout_file,
+                    stderr_file=stderr_file,
+                    start_timeout=start_timeout,
+                    execution_timeout=execution_timeout,
+                    **kwargs,
+                )
+            for unused in ("input_path", "timeout", "startup_timeout", "km"):
+                kwargs.pop(unused, None)
+            client = PapermillNotebookClient(
+                nb_man,
+                km=kernel.km,
+                timeout=execution_timeout,
+                startup_timeout=start_timeout,
+                kernel_name=kernel_name,
+                log=logging.getLogger("papermill"),
+                log_output=log_output,
+                stdout_file=stdout_file,
+                stderr_file=stderr_file,
+                **kwargs,
+            )
+            client.kc = kernel.ready_client(start_timeout)
+            client.kc.allow_stdin = False
+            return client.execute()
 
     return JobEngine
 
@@ -282,18 +450,41 @@ def _failure_text(exc: BaseException, cell: int | None) -> str:
 
 def run_job(link: HostLink, *, save_every: float = SAVE_EVERY, workdir: str | None = None) -> int:
     """Fetch, execute, report and upload; returns the process exit status."""
+    source = link.run(api.get_artifact(link.task_id, "input.ipynb"))
+    job = link.run(api.get_job(link.task_id))
+    trace("input fetched")
+    kernel_name = kernel_name_of(source)
+    kernel: Kernel | None = None
+    try:
+        kernel = Kernel(kernel_name, workdir)  # boots while papermill is imported
+    except Exception:  # e.g. no such kernel: papermill starts it and reports the error
+        log.debug("early kernel start failed", exc_info=True)
+    try:
+        return _execute(link, source, job, kernel, save_every, workdir)
+    finally:
+        if kernel is not None:
+            kernel.kill()
+
+
+def _execute(
+    link: HostLink,
+    source: bytes,
+    job: dict[str, Any],
+    kernel: Kernel | None,
+    save_every: float,
+    workdir: str | None,
+) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # 1 s import
     import papermill
     from papermill.engines import papermill_engines
 
-    source = link.run(api.get_artifact(link.task_id, "input.ipynb"))
-    job = link.run(api.get_job(link.task_id))
+    trace("papermill imported")
     parameters = job.get("parameters") or {}
     nb = _load(source)
     total = len(nb.cells)
 
     reporter = Reporter(link)
-    engine = _engine_classes(reporter, save_every)
+    engine = _engine_classes(reporter, save_every, kernel)
     papermill_engines.register("kohakuriver-job", engine)
     tmp = tempfile.mkdtemp(prefix="kohakuriver-nbjob-")
     out_path = os.path.join(tmp, "output.ipynb")
@@ -305,6 +496,7 @@ def run_job(link: HostLink, *, save_every: float = SAVE_EVERY, workdir: str | No
             out_path,
             parameters=parameters,
             engine_name="kohakuriver-job",
+            kernel_name=kernel.name if kernel is not None else None,
             request_save_on_cell_execute=False,
             progress_bar=False,
             log_output=False,
@@ -320,6 +512,9 @@ def run_job(link: HostLink, *, save_every: float = SAVE_EVERY, workdir: str | No
         print(f"notebook job failed: {error}", file=sys.stderr, flush=True)
         if managers:
             result_nb = managers[-1].nb
+    if kernel is not None:
+        kernel.kill()  # before the uploads: the output is in hand
+    trace("execute_notebook returned")
     cell = engine.managers[-1].current_cell if engine.managers and error else None
     if result_nb is not None:
         total = len(result_nb.cells)  # with papermill's injected-parameters cell
@@ -332,8 +527,10 @@ def run_job(link: HostLink, *, save_every: float = SAVE_EVERY, workdir: str | No
                 else _dump(result_nb)
             )
             link.put_artifact("output.ipynb", data)
+            trace("output uploaded")
     finally:
         reporter.finish(done, total, cell, error)
+        trace("final progress posted")
         _rmtree(tmp)
     return 0 if error is None else 1
 
@@ -373,6 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     if args:
         print("usage: python -m kohakuriver_lab.nbjob (configured by the environment)")
         return 2
+    trace("main")
     try:
         link = HostLink.from_env()
     except JobError as exc:
@@ -385,7 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     finally:
         link.close()
+        trace("exit")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # no interpreter teardown (papermill, zmq, threads): the job is done
