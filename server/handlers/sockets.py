@@ -124,7 +124,8 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
     """Live task and node changes: ``{"type": "task", "task": TaskInfo}``,
     ``{"type": "node", "name", "status"}``, ``{"type": "metrics", "name", "metrics"}``.
 
-    Query: ``topics`` (``tasks,nodes``), ``tasks`` (comma-separated IDs), ``batch``.
+    Query: ``topics`` (default ``tasks,nodes``; ``tasks`` when filtering by task or batch),
+    ``tasks`` (comma-separated IDs), ``batch``.
     The first frame is ``{"type": "subscribed", "topics": [...]}``.
     """
 
@@ -145,13 +146,12 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
         )
         if not allowed:
             raise web.HTTPError(403)
-        topics = frozenset(
-            t for t in self.get_query_argument("topics", "tasks,nodes").split(",") if t
-        )
-        if not topics or not topics <= self.TOPICS:
-            raise web.HTTPError(400, "topics must be a comma-separated subset of tasks,nodes")
         ids_raw = self.get_query_argument("tasks", "")
         batch_raw = self.get_query_argument("batch", "")
+        default = "tasks" if ids_raw or batch_raw else "tasks,nodes"  # a task filter: tasks only
+        topics = frozenset(t for t in self.get_query_argument("topics", default).split(",") if t)
+        if not topics or not topics <= self.TOPICS:
+            raise web.HTTPError(400, "topics must be a comma-separated subset of tasks,nodes")
         parts = [p for p in ids_raw.split(",") if p]
         if not all(p.isdigit() and len(p) <= 20 for p in parts) or (
             batch_raw and not batch_raw.isdigit()

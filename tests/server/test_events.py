@@ -90,3 +90,21 @@ async def test_slow_subscriber_is_dropped(services: Any, api: Any) -> None:
     assert slow.dropped and await slow.queue.get() is None
     assert not sub.dropped and sub.queue.qsize() == 5
     assert bus.subscribers == 1
+
+
+async def test_a_task_filter_means_task_events_only(
+    api: Any, host_url: str, runner_token: str, jp_ws_fetch: WsFetch
+) -> None:
+    runner = await FakeRunner(host_url, runner_token, "node-a").connect()
+    try:
+        await asyncio.sleep(0.5)  # heartbeats flowing (0.2 s in tests)
+        task_id = (await api.post("tasks", {"command": ["x"]}, expect=201))["task_ids"][0]
+        ws = await jp_ws_fetch("kohakuriver", "api", "events", params={"tasks": task_id})
+        assert json.loads(await ws.read_message())["topics"] == ["tasks"]
+        await asyncio.sleep(0.5)
+        await api.post(f"tasks/{task_id}/kill", expect=202)
+        frame = json.loads(await asyncio.wait_for(ws.read_message(), 5))
+        assert frame["type"] == "task"  # no node metrics in between
+        ws.close()
+    finally:
+        await runner.close()
