@@ -95,7 +95,7 @@ async def test_slow_subscriber_is_dropped(services: Any, api: Any) -> None:
 async def test_a_task_filter_means_task_events_only(
     api: Any, host_url: str, runner_token: str, jp_ws_fetch: WsFetch
 ) -> None:
-    runner = await FakeRunner(host_url, runner_token, "node-a").connect()
+    runner = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
     try:
         await asyncio.sleep(0.5)  # heartbeats flowing (0.2 s in tests)
         task_id = (await api.post("tasks", {"command": ["x"]}, expect=201))["task_ids"][0]
