@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import TaskReport, TaskSpec
 from kohakuriver_lab.runner import taskdir
-from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
+from kohakuriver_lab.runner.backends.base import TaskEvent
+from kohakuriver_lab.runner.backends.taskdirs import TaskDirBackend
 from kohakuriver_lab.runner.cgroups import TaskCgroups
 from kohakuriver_lab.runner.errors import (
     InvalidTaskState,
@@ -39,7 +39,7 @@ class _Watch:
     popen: subprocess.Popen[bytes] | None
 
 
-class LocalBackend(Backend):
+class LocalBackend(TaskDirBackend):
     """Runs tasks as local processes with cgroups, CPU affinity and ``CUDA_VISIBLE_DEVICES``."""
 
     name = "local"
@@ -48,10 +48,7 @@ class LocalBackend(Backend):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.tasks_dir = self.state_dir / "tasks"
-        self.tasks_dir.mkdir(parents=True, exist_ok=True)
         self._watches: dict[int, _Watch] = {}
-        self._starting: set[int] = set()
 
     # ===== Lifecycle =====
 
@@ -225,48 +222,7 @@ class LocalBackend(Backend):
             os.close(watch.pidfd)
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
 
-    # ===== Inspection =====
-
-    def knows(self, task_id: int) -> bool:
-        return task_id in self._starting or self._dir(task_id).exists()
-
-    async def list_tasks(self) -> list[TaskReport]:
-        reports = (self._report(t) for t in self._task_ids())
-        return [r for r in reports if r is not None]
-
-    def log_sizes(self, task_id: int) -> dict[LogStream, int]:
-        sizes: dict[LogStream, int] = {}
-        for stream in LogStream:
-            try:
-                sizes[stream] = os.stat(self._dir(task_id) / stream.value).st_size
-            except OSError:
-                sizes[stream] = 0
-        return sizes
-
-    def read_log(self, task_id: int, stream: LogStream, offset: int, max_bytes: int) -> bytes:
-        try:
-            with open(self._dir(task_id) / LogStream(stream).value, "rb") as fh:
-                fh.seek(offset)
-                return fh.read(max_bytes)
-        except FileNotFoundError:
-            return b""
-
     # ===== Internals =====
-
-    def _dir(self, task_id: int) -> Path:
-        return self.tasks_dir / str(task_id)
-
-    def _task_ids(self) -> list[int]:
-        try:
-            return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
-        except OSError:
-            return []
-
-    def _require(self, task_id: int) -> TaskReport:
-        report = self._report(task_id)
-        if report is None:
-            raise TaskNotFound(f"unknown task {task_id}")
-        return report
 
     def _supervisor_pid(self, task_id: int) -> int | None:
         """The live supervisor's pid, checked against ``/proc`` to rule out pid reuse."""

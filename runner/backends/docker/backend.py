@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import TaskReport, TaskSpec
 from kohakuriver_lab.runner import taskdir
-from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
+from kohakuriver_lab.runner.backends.base import TaskEvent
 from kohakuriver_lab.runner.backends.docker.engine import (
     TASK_ID_LABEL,
     Engine,
@@ -37,13 +36,14 @@ from kohakuriver_lab.runner.backends.docker.errors import (
 )
 from kohakuriver_lab.runner.backends.docker.options import DockerOptions
 from kohakuriver_lab.runner.backends.docker.watch import ContainerWatch
-from kohakuriver_lab.runner.errors import InvalidTaskState, TaskNotFound, TaskStartError
+from kohakuriver_lab.runner.backends.taskdirs import TaskDirBackend
+from kohakuriver_lab.runner.errors import InvalidTaskState, TaskStartError
 
 T = TypeVar("T")
 ALIVE = ("running", "paused")
 
 
-class DockerBackend(Backend):
+class DockerBackend(TaskDirBackend):
     """Runs tasks in Docker containers with pinned cores, memory limits and GPU requests."""
 
     name = "docker"
@@ -53,10 +53,7 @@ class DockerBackend(Backend):
         super().__init__(**kwargs)
         self.docker_options = DockerOptions.parse(self.options)
         self.engine = Engine(self.docker_options)
-        self.tasks_dir = self.state_dir / "tasks"
-        self.tasks_dir.mkdir(parents=True, exist_ok=True)
         self._watches: dict[int, ContainerWatch] = {}
-        self._starting: set[int] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-call")
 
@@ -241,34 +238,6 @@ class DockerBackend(Backend):
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
 
     # =========================================================================
-    # Inspection
-    # =========================================================================
-
-    def knows(self, task_id: int) -> bool:
-        return task_id in self._starting or self._dir(task_id).exists()
-
-    async def list_tasks(self) -> list[TaskReport]:
-        reports = (self._report(t) for t in self._task_ids())
-        return [r for r in reports if r is not None]
-
-    def log_sizes(self, task_id: int) -> dict[LogStream, int]:
-        sizes: dict[LogStream, int] = {}
-        for stream in LogStream:
-            try:
-                sizes[stream] = (self._dir(task_id) / stream.value).stat().st_size
-            except OSError:
-                sizes[stream] = 0
-        return sizes
-
-    def read_log(self, task_id: int, stream: LogStream, offset: int, max_bytes: int) -> bytes:
-        try:
-            with open(self._dir(task_id) / LogStream(stream).value, "rb") as fh:
-                fh.seek(offset)
-                return fh.read(max_bytes)
-        except FileNotFoundError:
-            return b""
-
-    # =========================================================================
     # Internals
     # =========================================================================
 
@@ -286,21 +255,6 @@ class DockerBackend(Backend):
             text = exc.message.lower()
             if not any(s in text for s in ("is not running", "is already paused", "not paused")):
                 raise
-
-    def _dir(self, task_id: int) -> Path:
-        return self.tasks_dir / str(task_id)
-
-    def _task_ids(self) -> list[int]:
-        try:
-            return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
-        except OSError:
-            return []
-
-    def _require(self, task_id: int) -> TaskReport:
-        report = self._report(task_id)
-        if report is None:
-            raise TaskNotFound(f"unknown task {task_id}")
-        return report
 
     def _watch(self, task_id: int, *, paused: bool) -> None:
         watch = ContainerWatch(

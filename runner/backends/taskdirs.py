@@ -1,0 +1,71 @@
+"""What backends that keep each task in a directory share: ``{state_dir}/tasks/{id}/`` holds
+the task's ``stdout``/``stderr`` and, once it ended, ``exit.json`` (see ``taskdir``)."""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+from typing import Any
+
+from kohakuriver_lab.models import LogStream
+from kohakuriver_lab.protocol import TaskReport
+from kohakuriver_lab.runner.backends.base import Backend
+from kohakuriver_lab.runner.errors import TaskNotFound
+
+
+class TaskDirBackend(Backend):
+    """A backend whose tasks live in per-task directories under ``state_dir/tasks``."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.tasks_dir = self.state_dir / "tasks"
+        self.tasks_dir.mkdir(parents=True, exist_ok=True)
+        self._starting: set[int] = set()
+
+    @abc.abstractmethod
+    def _report(self, task_id: int) -> TaskReport | None:
+        """The task's state (``None``: unknown or still starting)."""
+
+    # ===== Inspection =====
+
+    def knows(self, task_id: int) -> bool:
+        return task_id in self._starting or self._dir(task_id).exists()
+
+    async def list_tasks(self) -> list[TaskReport]:
+        reports = (self._report(t) for t in self._task_ids())
+        return [r for r in reports if r is not None]
+
+    def log_sizes(self, task_id: int) -> dict[LogStream, int]:
+        sizes: dict[LogStream, int] = {}
+        for stream in LogStream:
+            try:
+                sizes[stream] = os.stat(self._dir(task_id) / stream.value).st_size
+            except OSError:
+                sizes[stream] = 0
+        return sizes
+
+    def read_log(self, task_id: int, stream: LogStream, offset: int, max_bytes: int) -> bytes:
+        try:
+            with open(self._dir(task_id) / LogStream(stream).value, "rb") as fh:
+                fh.seek(offset)
+                return fh.read(max_bytes)
+        except FileNotFoundError:
+            return b""
+
+    # ===== Internals =====
+
+    def _dir(self, task_id: int) -> Path:
+        return self.tasks_dir / str(task_id)
+
+    def _task_ids(self) -> list[int]:
+        try:
+            return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
+        except OSError:
+            return []
+
+    def _require(self, task_id: int) -> TaskReport:
+        report = self._report(task_id)
+        if report is None:
+            raise TaskNotFound(f"unknown task {task_id}")
+        return report
