@@ -317,6 +317,21 @@ class Kernel:
 # =============================================================================
 
 
+def _kill_kernel_on_sigterm(kernel: Kernel) -> Any:
+    """A kill before nbclient has its own handler must not leave the kernel (its own session,
+    out of reach of the supervisor's group kill) running. Returns the previous handler."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def on_term(signum: int, frame: object) -> None:
+        kernel.kill()
+        os._exit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, on_term)
+
+
 def _engine_classes(reporter: Reporter, save_every: float, kernel: Kernel | None = None) -> Any:
     """The papermill engine for jobs (built lazily: papermill is imported only here)."""
     from papermill.clientwrap import PapermillNotebookClient
@@ -459,11 +474,16 @@ def run_job(link: HostLink, *, save_every: float = SAVE_EVERY, workdir: str | No
         kernel = Kernel(kernel_name, workdir)  # boots while papermill is imported
     except Exception:  # e.g. no such kernel: papermill starts it and reports the error
         log.debug("early kernel start failed", exc_info=True)
+    previous = _kill_kernel_on_sigterm(kernel) if kernel is not None else None
     try:
         return _execute(link, source, job, kernel, save_every, workdir)
     finally:
         if kernel is not None:
             kernel.kill()
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _execute(
