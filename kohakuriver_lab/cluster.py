@@ -151,6 +151,21 @@ def results_table(rows: list[dict[str, Any]]) -> Any:
     return pandas.DataFrame(flat)
 
 
+def sweep_sets(
+    grid: Mapping[str, Sequence[Any]] | None,
+    parameter_sets: Sequence[Mapping[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    """A sweep's parameter sets: ``parameter_sets``, ``grid``'s combinations, or every set
+    crossed with every combination when both are given."""
+    sets = [dict(p) for p in parameter_sets] if parameter_sets is not None else []
+    if grid:
+        combos = grid_sets(grid)
+        sets = combos if not sets else [{**s, **g} for s in sets for g in combos]
+    if not sets:
+        raise InvalidRequest("a sweep needs a grid or parameter_sets")
+    return sets
+
+
 def _final(info: TaskInfo) -> bool:
     return info.status.is_final
 
@@ -416,13 +431,7 @@ class Cluster:
         **resources: Any,
     ) -> Sweep:
         """One notebook job per combination of ``grid`` (or per ``parameter_sets``), one batch."""
-        sets = [dict(p) for p in parameter_sets] if parameter_sets is not None else []
-        if grid:
-            sets = (
-                grid_sets(grid) if not sets else [{**s, **g} for s in sets for g in grid_sets(grid)]
-            )
-        if not sets:
-            raise InvalidRequest("a sweep needs a grid or parameter_sets")
+        sets = sweep_sets(grid, parameter_sets)
         resources.setdefault("name", _notebook_name(notebook))
         result = self.client.submit_notebook(
             load_notebook(notebook), parameter_sets=sets, **_resources(resources)
@@ -616,13 +625,7 @@ class AsyncCluster:
         parameter_sets: Sequence[Mapping[str, Any]] | None = None,
         **resources: Any,
     ) -> AsyncSweep:
-        sets = (
-            [dict(p) for p in parameter_sets]
-            if parameter_sets is not None
-            else grid_sets(grid or {})
-        )
-        if not sets:
-            raise InvalidRequest("a sweep needs a grid or parameter_sets")
+        sets = sweep_sets(grid, parameter_sets)
         resources.setdefault("name", _notebook_name(notebook))
         result = await self.client.submit_notebook(
             load_notebook(notebook), parameter_sets=sets, **_resources(resources)
