@@ -60,7 +60,11 @@ def test_embedded_runner_runs_argv_with_pinning_and_env(host: HostProcess, workd
 
 def test_kill_pause_resume_and_missing_program(host: HostProcess, workdir: Path) -> None:
     counter = workdir / "count"
-    script = f"i=0; while true; do i=$((i+1)); echo $i > {counter}; sleep 0.05; done"
+    # written atomically (write + rename), so a reader never sees the file empty
+    script = (
+        f"i=0; while true; do i=$((i+1)); echo $i > {counter}.tmp; mv {counter}.tmp {counter}; "
+        "sleep 0.05; done"
+    )
     with host.client() as client:
         task_id = client.submit(["sh", "-c", script]).task_ids[0]
         wait_for(client, task_id, {"running"})

@@ -200,11 +200,13 @@ def test_kill_respects_term(state_dir: Path) -> None:
 
 def _counter_pause_resume(state_dir: Path, tmp_path: Path) -> None:
     counter = tmp_path / "counter"
-    script = (
-        "import time\n"
+    tmp = tmp_path / "counter.tmp"
+    script = (  # written atomically, so a reader never sees the file empty
+        "import os, time\n"
         "i = 0\n"
         "while True:\n"
-        f"    i += 1; open({str(counter)!r}, 'w').write(str(i)); time.sleep(0.01)\n"
+        f"    i += 1; open({str(tmp)!r}, 'w').write(str(i)); os.replace({str(tmp)!r}, "
+        f"{str(counter)!r}); time.sleep(0.01)\n"
     )
 
     def read() -> int:
