@@ -15,7 +15,8 @@ import {
   ITaskEvent,
   ITaskInfo,
   ITaskPage,
-  TaskStatus
+  TaskStatus,
+  TaskType
 } from './models';
 
 export const API_PREFIX = 'kohakuriver/api';
@@ -36,8 +37,12 @@ export interface ITaskQuery {
   node?: string;
   owner?: string;
   batch?: string;
+  /** Only tasks of this type (`command`, `vps`, `notebook`). */
+  type?: TaskType | '';
   limit?: number;
   cursor?: string | null;
+  /** Ask for `total`: all tasks matching the filters, whatever the cursor. */
+  count?: boolean;
 }
 
 export class ClusterApi {
@@ -91,7 +96,7 @@ export class ClusterApi {
     if (query.status?.length) {
       q.status = query.status.join(',');
     }
-    for (const key of ['node', 'owner', 'batch', 'cursor'] as const) {
+    for (const key of ['node', 'owner', 'batch', 'type', 'cursor'] as const) {
       const value = query[key];
       if (value) {
         q[key] = value;
@@ -99,6 +104,9 @@ export class ClusterApi {
     }
     if (query.limit) {
       q.limit = String(query.limit);
+    }
+    if (query.count) {
+      q.count = 'true';
     }
     return this.request('GET', 'tasks' + URLExt.objectToQueryString(q));
   }

@@ -51,8 +51,36 @@ export class ClusterModel {
 
   readonly api: ClusterApi;
   readonly live: LiveEvents;
-  refreshInterval: number;
   owner: string;
+
+  /** Seconds between polls while the live socket is down; a change applies at once. */
+  get refreshInterval(): number {
+    return this._refreshInterval;
+  }
+  set refreshInterval(seconds: number) {
+    const value = Math.max(1, Number(seconds) || 10);
+    if (value === this._refreshInterval) {
+      return;
+    }
+    this._refreshInterval = value;
+    if (this._pollTimer) {
+      window.clearTimeout(this._pollTimer);
+      this._pollTimer = 0;
+      this._pollBackoff.reset();
+      this._schedulePoll();
+    }
+    this._pollingChanged.emit();
+  }
+
+  /** Seconds until the next poll while the socket is down (0: not polling). */
+  get pollDelay(): number {
+    return this._pollTimer ? this._pollDelayMs / 1000 : 0;
+  }
+
+  /** The polling schedule changed (interval setting, socket up or down). */
+  get pollingChanged(): ISignal<this, void> {
+    return this._pollingChanged;
+  }
   summary: IClusterSummary | null = null;
   readonly nodes = new Map<string, INodeInfo>();
   readonly history = new Map<string, INodeMetrics[]>();
@@ -221,6 +249,16 @@ export class ClusterModel {
   }
 
   private _applyTask(task: ITaskInfo): void {
+    // A task never leaves a final status: a later non-final snapshot (an action's answer
+    // overtaken by the socket's event) is stale and must not undo what the screen shows.
+    if (isFinal(task.status)) {
+      this._finalIds.add(task.task_id);
+      if (this._finalIds.size > 5000) {
+        this._finalIds.delete(this._finalIds.values().next().value as string);
+      }
+    } else if (this._finalIds.has(task.task_id)) {
+      return;
+    }
     if (!this.owner || task.owner === this.owner) {
       if (this.recent.has(task.task_id) || !this.recent.size || compareIds(task.task_id, this._oldestRecent()) > 0) {
         this.recent.set(task.task_id, task);
@@ -277,37 +315,55 @@ export class ClusterModel {
   }
 
   private _onLiveState(state: LiveState): void {
-    window.clearTimeout(this._pollTimer);
     if (state === 'live') {
+      window.clearTimeout(this._pollTimer);
+      this._pollTimer = 0;
       this._pollBackoff.reset();
       if (this._wasDown) {
         void this.refresh();
       }
       this._wasDown = false;
+      this._pollingChanged.emit();
     } else if (state === 'down') {
       this._wasDown = true;
-      this._schedulePoll();
+      // Reconnect attempts come and go (connecting -> down); the poll schedule keeps running.
+      if (!this._pollTimer && !this._polling) {
+        this._schedulePoll();
+      }
     }
   }
 
   private _schedulePoll(): void {
-    const base = Math.max(1, this.refreshInterval) * 1000;
+    const base = this._refreshInterval * 1000;
     const delay = Math.min(base * 2 ** this._pollBackoff.attempts, base * 8);
     this._pollBackoff.next();
+    this._pollDelayMs = delay;
+    this._pollingChanged.emit();
     this._pollTimer = window.setTimeout(async () => {
+      this._pollTimer = 0;
       if ((this.live.state as string) === 'live') {
         return;
       }
-      await this.refresh();
+      this._polling = true;
+      try {
+        await this.refresh();
+      } finally {
+        this._polling = false;
+      }
       if (!this.lastError) {
         this._pollBackoff.reset();
       }
-      if ((this.live.state as string) !== 'live') {
+      if ((this.live.state as string) !== 'live' && !this._pollTimer) {
         this._schedulePoll();
       }
     }, delay);
   }
 
+  private _refreshInterval = 10;
+  private _pollDelayMs = 0;
+  private _polling = false;
+  private _finalIds = new Set<string>();
+  private _pollingChanged = new Signal<this, void>(this);
   private _started = false;
   private _wasDown = false;
   private _tracked = new Set<string>();

@@ -83,6 +83,8 @@ export interface ITaskInfo {
 export interface ITaskPage {
   tasks: ITaskInfo[];
   next_cursor: string | null;
+  /** With `count=true`: all tasks matching the filters (not only this page). */
+  total?: number | null;
 }
 
 export interface ITaskEvent {
@@ -275,6 +277,15 @@ export function formatGpuRequest(req: number[] | number | null | undefined): str
 /** Whether a status is final (the task has ended). */
 export function isFinal(status: TaskStatus): boolean {
   return FINAL_STATUSES.has(status);
+}
+
+/**
+ * Whether `next` is an older snapshot than `known`: a task never leaves a final status, so
+ * a non-final state after a final one is stale (e.g. a kill's 202 answer that arrives after
+ * the socket already pushed `killed`).
+ */
+export function isStaleUpdate(known: ITaskInfo | undefined, next: ITaskInfo): boolean {
+  return !!known && isFinal(known.status) && !isFinal(next.status);
 }
 
 /** Which actions make sense for a task in a status. */
@@ -577,6 +588,9 @@ export class TaskTable {
     let reorder = false;
     for (const t of tasks) {
       const old = this.byId.get(t.task_id);
+      if (isStaleUpdate(old, t)) {
+        continue;
+      }
       this.byId.set(t.task_id, t);
       if (!old) {
         reorder = true;

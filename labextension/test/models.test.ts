@@ -9,6 +9,7 @@ import {
   formatCommand,
   formatDuration,
   ISubmitForm,
+  isStaleUpdate,
   ITaskInfo,
   parseFieldErrors,
   percent,
@@ -157,13 +158,21 @@ describe('TaskTable', () => {
   });
   it('keeps the cached order when an update does not move the row', () => {
     const t = new TaskTable();
-    t.upsert([task(1), task(2)]);
+    t.upsert([task(3), task(2)]);
     const rows = t.rows();
-    expect(t.upsert([{ ...task(1), status: 'failed' }])).toBe(false);
+    expect(t.upsert([{ ...task(3), status: 'paused' }])).toBe(false);
     expect(t.rows()).toBe(rows);
     t.setSort('status');
     t.rows();
-    expect(t.upsert([{ ...task(1), status: 'running' }])).toBe(true);
+    expect(t.upsert([{ ...task(3), status: 'running' }])).toBe(true);
+  });
+  it('ignores a stale non-final snapshot after a final state', () => {
+    const t = new TaskTable();
+    t.upsert([{ ...task(1), status: 'killed' }]);
+    expect(isStaleUpdate(t.byId.get(task(1).task_id), { ...task(1), status: 'running' })).toBe(true);
+    t.upsert([{ ...task(1), status: 'running', kill_requested: true }]);
+    expect(t.byId.get(task(1).task_id)!.status).toBe('killed');
+    expect(isStaleUpdate(undefined, task(1))).toBe(false);
   });
   it('drops rows that stop matching the filter and clamps the page', () => {
     const t = new TaskTable();

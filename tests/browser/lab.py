@@ -100,6 +100,14 @@ class Lab:
             text = resp.read()
         return json.loads(text) if text else None
 
+    def get(self, path: str) -> Any:
+        """GET a Jupyter server route (e.g. ``lab/api/workspaces/default``) as JSON."""
+        req = urllib.request.Request(
+            f"{self.url}/{path}", headers={"Authorization": f"token {self.token}"}
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
     # ----- lifecycle -----
     def start(self) -> None:
         data_dir = self.root / "host"

@@ -8,6 +8,7 @@ view, light and dark, go to ``tests/browser/screenshots/``; measured numbers are
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -84,6 +85,50 @@ def diagnose(page: Any, task_id: str) -> str:
     )
 
 
+def count(lab: Any, query: str = "") -> int:
+    """The host's total of tasks matching ``query`` (``GET /tasks?count=true``)."""
+    return int(lab.api("GET", f"tasks?limit=1&count=true&{query}")["total"])
+
+
+def newest_named(lab: Any, name: str, timeout: float = 5) -> dict[str, Any]:
+    """The newest task, once it is the one named ``name`` (the list may lag the 201)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        newest: dict[str, Any] = lab.api("GET", "tasks?limit=1")["tasks"][0]
+        if newest["name"] == name or time.monotonic() > deadline:
+            assert newest["name"] == name, newest
+            return newest
+        time.sleep(0.1)
+
+
+def focused(page: Any) -> dict[str, Any]:
+    """What has the keyboard focus: its tag, id, task row and value."""
+    return dict(
+        page.evaluate(
+            """() => { const e = document.activeElement;
+              return {tag: e.tagName, id: e.id, task: e.dataset.task || null, value: e.value ?? null,
+                      text: (e.textContent || '').trim().slice(0, 40)}; }"""
+        )
+    )
+
+
+SETTINGS_JS = """
+async ([key, value]) => {
+  const app = window.jupyterapp;
+  const services = (app.pluginRegistry ?? app)._services;
+  const token = [...services.keys()].find(t => t.name === '@jupyterlab/coreutils:ISettingRegistry');
+  const registry = await app.resolveRequiredService(token);
+  await registry.set('kohakuriver-lab:plugin', key, value);
+  return null;
+}
+"""
+
+
+def set_setting(page: Any, key: str, value: Any) -> None:
+    """Change a setting of the panel through JupyterLab's settings registry."""
+    page.evaluate(SETTINGS_JS, [key, value])
+
+
 def submit(lab: Any, command: list[str], target: str) -> str:
     result = lab.api("POST", "tasks", {"command": command, "targets": [target]})
     return str(result["task_ids"][0])
@@ -129,6 +174,9 @@ def test_submit_dialog_field_error_then_completed(lab: Any, page: Any) -> None:
     page.click(".jp-Dialog-button.jp-mod-accept")
     form.wait_for(state="detached")
     newest = lab.api("GET", "tasks?limit=1")["tasks"][0]
+    print(
+        [(t["task_id"], t["name"], t["command"]) for t in lab.api("GET", "tasks?limit=3")["tasks"]]
+    )
     assert newest["name"] == "panel-hello" and newest["node"] in (None, lab.embedded)
     task_id = newest["task_id"]
     badge = f'#kohakuriver-panel [data-task="{task_id}"] .kr-Status[data-status="completed"]'
@@ -208,20 +256,46 @@ def test_tasks_view_renders_10000_fast(lab: Any, page: Any) -> None:
     assert ms <= RENDER_BUDGET_MS
     info = page.inner_text("#kohakuriver-tasks .kr-TasksInfo")
     assert "10,0" in info  # 10,000 + the tasks of this run
+    assert page.get_attribute("#kohakuriver-tasks", "data-total") == str(count(lab))
     shot(page, "tasks")
-    # filter by status (server side) and by type (client side)
+    # status and type filters are both applied by the host; the pager counts from its total
+    requests: list[str] = []
+    page.on(
+        "request", lambda r: requests.append(r.url) if "/kohakuriver/api/tasks?" in r.url else None
+    )
     page.select_option('#kohakuriver-tasks select[aria-label="Filter by status"]', "failed")
+    failed = count(lab, "status=failed")
     page.wait_for_function(
-        "() => { const rows = [...document.querySelectorAll('#kohakuriver-tasks tbody tr.kr-TaskRow')];"
-        " return rows.length > 0 && rows.every(r => r.querySelector('.kr-Status').dataset.status === 'failed'); }"
+        "(n) => { const rows = [...document.querySelectorAll('#kohakuriver-tasks tbody tr.kr-TaskRow')];"
+        " return rows.length > 0 && rows.every(r => r.querySelector('.kr-Status').dataset.status === 'failed')"
+        " && document.querySelector('#kohakuriver-tasks').dataset.total === String(n); }",
+        arg=failed,
     )
     page.select_option('#kohakuriver-tasks select[aria-label="Filter by type"]', "notebook")
+    notebooks = count(lab, "status=failed&type=notebook")
+    assert 0 < notebooks < failed
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#kohakuriver-tasks tbody tr.kr-TaskRow')]"
-        ".every(r => r.cells[4].textContent === 'notebook')"
+        "(n) => { const v = document.querySelector('#kohakuriver-tasks');"
+        " const rows = [...v.querySelectorAll('tbody tr.kr-TaskRow')];"
+        " return v.dataset.total === String(n) && rows.length === Math.min(n, 100)"
+        " && rows.every(r => r.cells[4].textContent === 'notebook'); }",
+        arg=notebooks,
     )
+    assert any("type=notebook" in u and "count=true" in u for u in requests), requests
+    assert f"{notebooks} tasks" in page.inner_text("#kohakuriver-tasks .kr-TasksInfo")
     page.select_option('#kohakuriver-tasks select[aria-label="Filter by type"]', "")
     page.select_option('#kohakuriver-tasks select[aria-label="Filter by status"]', "")
+    # the pager knows every page from the first answer, before the rows are all loaded
+    total = count(lab)
+    page.wait_for_function(
+        "(n) => document.querySelector('#kohakuriver-tasks .kr-Pager [data-current]')"
+        "?.textContent.endsWith(` of ${Math.ceil(n / 100).toLocaleString()}`)",
+        arg=total,
+    )
+    page.wait_for_function(
+        "() => Number(document.querySelector('#kohakuriver-tasks').dataset.loaded) >= 10000",
+        timeout=30_000,
+    )
 
 
 def test_tasks_view_multi_select_kill(lab: Any, page: Any) -> None:
@@ -318,6 +392,171 @@ def test_admin_runner_tokens(lab: Any, page: Any) -> None:
         "() => [...document.querySelectorAll('#kohakuriver-admin tr')]"
         ".some(r => r.textContent.includes('gpu-box-7') && r.textContent.includes('revoked'))"
     )
+
+
+# =============================================================================
+# Keyboard, restored layout, settings
+# =============================================================================
+
+
+def test_tasks_table_keyboard(lab: Any, page: Any) -> None:
+    run(page, "kohakuriver:open-tasks")
+    page.wait_for_selector("#kohakuriver-tasks tbody tr.kr-TaskRow")
+    page.focus('#kohakuriver-tasks input[aria-label="Search tasks"]')
+    # Tab from the toolbar: past the header's sort buttons, the rows are ONE tab stop
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if focused(page)["task"]:
+            break
+    rows = page.eval_on_selector_all(
+        "#kohakuriver-tasks tbody tr.kr-TaskRow", "rs => rs.map(r => r.dataset.task)"
+    )
+    assert focused(page)["task"] in rows, focused(page)  # the last row used, else the first
+    assert page.eval_on_selector_all("#kohakuriver-tasks [tabindex='0']", "es => es.length") == 1
+    page.keyboard.press("Home")
+    assert focused(page)["task"] == rows[0]
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    page.keyboard.press("ArrowUp")
+    page.keyboard.press("ArrowDown")
+    assert focused(page)["task"] == rows[2]
+    page.keyboard.press("End")
+    assert focused(page)["task"] == rows[-1]
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowDown")
+    # Tab leaves the table (to the pager), Shift+Tab comes back to the same row
+    page.keyboard.press("Tab")
+    assert not focused(page)["task"]
+    page.keyboard.press("Shift+Tab")
+    assert focused(page)["task"] == rows[1]
+    page.keyboard.press("Enter")
+    detail = f"#kohakuriver-task-{rows[1]}"
+    page.wait_for_selector(f"{detail}[data-status]")
+    assert page.is_visible(detail)
+
+
+def test_submit_dialog_keyboard(lab: Any, page: Any) -> None:
+    run(page, "kohakuriver:submit-task", wait=False)
+    page.wait_for_selector(".kr-SubmitForm")
+    page.wait_for_function("() => document.activeElement.id === 'kr-submit-command'")
+    page.keyboard.type("echo typed-by-keyboard")
+    order = []
+    for text in ["kb-task", None, "64M", None]:
+        page.keyboard.press("Tab")
+        order.append(focused(page)["id"])
+        if text:
+            page.keyboard.type(text)
+    assert order == ["kr-submit-name", "kr-submit-cores", "kr-submit-memory", "kr-submit-priority"]
+    page.keyboard.press("Tab")  # the GPU mode radios: one stop, arrows choose
+    assert focused(page)["value"] == "none"
+    page.keyboard.press("ArrowRight")
+    assert focused(page)["value"] == "count"
+    page.keyboard.press("Tab")
+    assert focused(page)["id"] == "kr-submit-gpuCount"
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("ArrowLeft")  # back to "none"
+    # the GPU map (200 chips) is no tab stop unless picking: next is the target
+    page.keyboard.press("Tab")
+    assert focused(page)["id"] == "kr-submit-targets", focused(page)
+    page.keyboard.type(lab.embedded)  # type-ahead in the closed select
+    assert focused(page)["value"] == lab.embedded
+    page.keyboard.press("Enter")  # Enter in a field submits
+    page.wait_for_selector(".kr-SubmitForm", state="detached")
+    newest = newest_named(lab, "kb-task")
+    assert newest["command"] == ["echo", "typed-by-keyboard"]
+    assert newest["req_memory"] == 64 << 20 and newest["target"] == lab.embedded
+    assert wait_status(lab, newest["task_id"], {"completed"})["status"] == "completed"
+
+
+def test_layout_restored_after_reload(lab: Any, page: Any) -> None:
+    # route the events socket through Playwright from now on (the settings test drops it)
+    lab.ws_block = False
+    lab.ws_routes = []
+
+    def route(ws: Any) -> None:
+        if lab.ws_block:
+            ws.close()
+            return
+        lab.ws_routes.append(ws)
+        ws.connect_to_server()
+
+    page.route_web_socket("**/kohakuriver/api/events*", route)
+    run(page, "kohakuriver:open-tasks")
+    run(page, "kohakuriver:open-task", {"id": lab.hello_id})
+    run(page, "kohakuriver:open-nodes")
+    wanted = [
+        "kohakuriver-main-tasks",
+        f"kohakuriver-main-task-{lab.hello_id}",
+        "kohakuriver-main-nodes",
+    ]
+    # the workspace is saved (debounced) on the server; wait until it has the three views
+    deadline = time.monotonic() + 10
+    while True:
+        data = json.dumps(lab.get("lab/api/workspaces/default"))
+        if all(f"kohakuriver:{w}" in data for w in wanted):
+            break
+        assert time.monotonic() < deadline, data[:2000]
+        time.sleep(0.2)
+    page.wait_for_timeout(1000)  # the layout is saved by the same debounced write
+    page.reload()
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('kohakuriver:open-tasks')"
+    )
+    for w in wanted:
+        page.wait_for_selector(
+            f'.lm-DockPanel-tabBar .lm-TabBar-tab[data-id="{w}"]', timeout=20_000
+        )
+    # the views are working, not empty shells: the task detail re-read its task
+    page.wait_for_selector(
+        f'#kohakuriver-task-{lab.hello_id}[data-status="completed"]', state="attached"
+    )
+    page.wait_for_function(
+        "() => Number(document.querySelector('#kohakuriver-tasks')?.dataset.total) >= 10000"
+    )
+    # the active tab (nodes, opened last) and the open sidebar are restored too
+    page.wait_for_selector("#kohakuriver-nodes .kr-NodePanel")
+    assert page.is_visible("#kohakuriver-nodes")
+    assert page.is_visible("#kohakuriver-panel")
+    page.wait_for_selector('#kohakuriver-panel .kr-Live[data-state="live"]', timeout=20_000)
+    shot(page, "restored")
+
+
+def test_settings_followed(lab: Any, page: Any) -> None:
+    # default resources of the submit dialog
+    set_setting(page, "defaultCores", 3)
+    set_setting(page, "defaultMemory", "512M")
+    run(page, "kohakuriver:submit-task", wait=False)
+    page.wait_for_selector(".kr-SubmitForm")
+    assert page.input_value("#kr-submit-cores") == "3"
+    assert page.input_value("#kr-submit-memory") == "512M"
+    page.keyboard.press("Escape")
+    page.wait_for_selector(".kr-SubmitForm", state="detached")
+    # the fallback refresh interval: drop the events socket and count the polls
+    live = "#kohakuriver-panel .kr-Live"
+    set_setting(page, "refreshInterval", 1)
+    polls_js = """(t0) => performance.getEntriesByType('resource')
+      .filter(e => /\\/kohakuriver\\/api\\/cluster([?]|$)/.test(e.name) && e.startTime > t0).length"""
+    page.evaluate("() => performance.setResourceTimingBufferSize(100000)")
+    lab.ws_block = True
+    for ws in lab.ws_routes:
+        ws.close()
+    page.wait_for_selector(f'{live}[data-state="down"], {live}[data-state="connecting"]')
+    page.wait_for_selector(f'{live}[data-poll-s="1"]')
+    t0 = page.evaluate("() => performance.now()")
+    page.wait_for_timeout(3500)
+    n = page.evaluate(polls_js, t0)
+    assert n >= 2, (n, page.get_attribute(live, "title"), page.get_attribute(live, "data-state"))
+    # a longer interval applies at once (the pending poll is rescheduled)
+    set_setting(page, "refreshInterval", 30)
+    page.wait_for_selector(f'{live}[data-poll-s="30"]')
+    t1 = page.evaluate("() => performance.now()")
+    page.wait_for_timeout(2000)
+    assert page.evaluate(polls_js, t1 + 300) == 0
+    # back to defaults; the socket reconnects (backoff) and the panel is live again
+    lab.ws_block = False
+    for key, value in (("refreshInterval", 10), ("defaultCores", 1), ("defaultMemory", "")):
+        set_setting(page, key, value)
+    page.wait_for_selector(f'{live}[data-state="live"]', timeout=20_000)
 
 
 # =============================================================================

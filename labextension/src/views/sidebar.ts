@@ -63,6 +63,7 @@ export class ClusterSidebar extends Widget {
     model.taskChanged.connect((_, t) => this._renderTask(t), this);
     model.resynced.connect(() => this._renderTasks(), this);
     model.liveStateChanged.connect(this._renderLive, this);
+    model.pollingChanged.connect(this._renderLive, this);
     this._renderLive();
     this._renderSummary();
     this._renderNode(null);
@@ -74,7 +75,13 @@ export class ClusterSidebar extends Widget {
     const text = state === 'live' ? 'live' : state === 'connecting' ? 'connecting…' : 'polling';
     this._live.textContent = text;
     this._live.dataset.state = state;
-    this._live.title = state === 'live' ? 'Live updates over WebSocket' : 'Live socket down: polling with backoff';
+    const next = this.model.pollDelay;
+    this._live.dataset.pollS = state === 'live' ? '' : String(next);
+    this._live.title =
+      state === 'live'
+        ? 'Live updates over WebSocket'
+        : `Live socket down: polling every ${this.model.refreshInterval} s` +
+          (next > this.model.refreshInterval ? ` (next in ${next} s: the host did not answer)` : '');
   }
 
   private _renderSummary(): void {

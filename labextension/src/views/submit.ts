@@ -53,7 +53,11 @@ export class SubmitForm extends Widget {
     );
     const mode = (value: string, label: string) =>
       h('label', { class: 'kr-Radio' }, h('input', { type: 'radio', name: 'kr-gpu-mode', value, checked: value === (defaults.gpus ? 'count' : 'none'), onchange: () => this._syncMode() }), label);
-    this._gpuMap = h('div', { class: 'kr-GpuMap', role: 'group', 'aria-label': 'GPU map' }, this._buildMap(nodes));
+    this._gpuMap = h(
+      'div',
+      { class: 'kr-GpuMap', role: 'group', 'aria-label': 'GPU map (arrow keys move, Space or Enter picks)', onkeydown: (e: KeyboardEvent) => this._onMapKey(e) },
+      this._buildMap(nodes)
+    );
     this._general = h('div', { class: 'kr-Error', role: 'alert', id: 'kr-err-', hidden: true });
     const hasDocker = nodes.some(n => (n.backends ?? []).includes('docker'));
     const field = (label: string, name: string, control: HTMLElement, hidden = false) =>
@@ -104,6 +108,7 @@ export class SubmitForm extends Widget {
               type: 'button',
               class: `kr-GpuChip${holder ? ' kr-mod-busy' : ''}`,
               'aria-pressed': 'false',
+              tabindex: -1,
               'data-node': n.name,
               'data-gpu': g.index,
               title: holder ? `GPU ${g.index} busy (task ${holder})` : `GPU ${g.index} free${g.numa_node !== null && g.numa_node !== undefined ? `, NUMA ${g.numa_node}` : ''}`,
@@ -127,6 +132,29 @@ export class SubmitForm extends Widget {
     );
   }
 
+  /** The map is one tab stop (and none unless picking): 200 GPUs must not be 200 Tab presses. */
+  private _onMapKey(e: KeyboardEvent): void {
+    const chips = Array.from(this._gpuMap.querySelectorAll('.kr-GpuChip')) as HTMLButtonElement[];
+    const i = chips.indexOf(e.target as HTMLButtonElement);
+    if (i < 0) {
+      return;
+    }
+    const step: Record<string, number> = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 };
+    let j: number;
+    if (e.key in step) {
+      j = Math.max(0, Math.min(chips.length - 1, i + step[e.key]));
+    } else if (e.key === 'Home' || e.key === 'End') {
+      j = e.key === 'Home' ? 0 : chips.length - 1;
+    } else {
+      return;
+    }
+    e.preventDefault();
+    e.stopPropagation();
+    chips[i].tabIndex = -1;
+    chips[j].tabIndex = 0;
+    chips[j].focus();
+  }
+
   private _mode(): ISubmitForm['gpuMode'] {
     const checked = this.node.querySelector('input[name="kr-gpu-mode"]:checked') as HTMLInputElement | null;
     return (checked?.value as ISubmitForm['gpuMode']) ?? 'none';
@@ -143,6 +171,11 @@ export class SubmitForm extends Widget {
     this._inputs.gpuCount.disabled = mode !== 'count';
     this._target.disabled = mode === 'pick';
     this._gpuMap.classList.toggle('kr-mod-active', mode === 'pick');
+    const chips = Array.from(this._gpuMap.querySelectorAll('.kr-GpuChip')) as HTMLElement[];
+    const stop = chips.find(c => c.tabIndex === 0) ?? chips[0];
+    for (const c of chips) {
+      c.tabIndex = mode === 'pick' && c === stop ? 0 : -1;
+    }
   }
 
   form(): ISubmitForm {

@@ -19,6 +19,7 @@ import {
   formatDuration,
   formatGpuRequest,
   formatTime,
+  isStaleUpdate,
   ITaskInfo,
   SortKey,
   TaskStatus,
@@ -62,7 +63,7 @@ export class TasksView extends Widget {
     );
     this._type = h(
       'select',
-      { 'aria-label': 'Filter by type', class: 'jp-mod-styled', onchange: () => this._applyLocalFilter() },
+      { 'aria-label': 'Filter by type', class: 'jp-mod-styled', onchange: () => this._reload() },
       h('option', { value: '' }, 'all types'),
       ['command', 'vps', 'notebook'].map(s => h('option', { value: s }, s))
     );
@@ -72,7 +73,7 @@ export class TasksView extends Widget {
     this._killBtn = button('Kill selected', () => void this._killSelected(), { title: 'Kill the selected tasks', disabled: true, cls: 'kr-mod-danger' });
     this._info = h('span', { class: 'kr-Muted kr-TasksInfo', role: 'status' });
     this._thead = h('thead');
-    this._tbody = h('tbody');
+    this._tbody = h('tbody', { onkeydown: (e: KeyboardEvent) => this._onRowKey(e) });
     this._pager = h('nav', { class: 'kr-Pager', 'aria-label': 'pages' });
     replaceChildren(
       this.node,
@@ -89,7 +90,7 @@ export class TasksView extends Widget {
         this._killBtn,
         this._info
       ),
-      h('div', { class: 'kr-TableWrap' }, h('table', { class: 'kr-Table kr-TaskTable' }, this._thead, this._tbody)),
+      h('div', { class: 'kr-TableWrap' }, h('table', { class: 'kr-Table kr-TaskTable', 'aria-label': 'Tasks (arrow keys move between rows, Enter opens, Space selects)' }, this._thead, this._tbody)),
       this._pager
     );
     this._renderHead();
@@ -109,13 +110,19 @@ export class TasksView extends Widget {
     this._reload();
   }
 
-  private _serverQuery(): { status?: TaskStatus[]; owner?: string; node?: string } {
+  private _serverQuery(): { status?: TaskStatus[]; owner?: string; node?: string; type?: TaskType } {
     const status = this._status.value ? (this._status.value.split(',') as TaskStatus[]) : undefined;
     return {
       status,
       owner: this._owner.value.trim() || undefined,
-      node: this._nodeFilter.value.trim() || undefined
+      node: this._nodeFilter.value.trim() || undefined,
+      type: (this._type.value as TaskType) || undefined
     };
+  }
+
+  /** All tasks matching the server-side filters (the host's count plus live arrivals). */
+  get total(): number | null {
+    return this._total;
   }
 
   private _reload(): void {
@@ -123,6 +130,8 @@ export class TasksView extends Widget {
     const started = performance.now();
     this.table.clear();
     this._selected.clear();
+    this._total = null;
+    this.table.page = 0;
     this._applyLocalFilter(false);
     this._info.textContent = 'loading…';
     const query = this._serverQuery();
@@ -130,9 +139,12 @@ export class TasksView extends Widget {
       let cursor: string | null = null;
       let first = true;
       do {
-        const page = await this.api.listTasks({ ...query, limit: first ? 200 : 500, cursor });
+        const page = await this.api.listTasks({ ...query, limit: first ? 200 : 500, cursor, count: first });
         if (generation !== this._generation) {
           return;
+        }
+        if (first && typeof page.total === 'number') {
+          this._total = page.total;
         }
         this.table.upsert(page.tasks);
         cursor = page.next_cursor;
@@ -162,13 +174,13 @@ export class TasksView extends Widget {
 
   private _applyLocalFilter(render = true): void {
     const f = emptyFilter();
-    f.type = this._type.value as TaskType | '';
     f.text = this._text.value.trim();
-    // status/owner/node are applied by the server; keep them for live updates too
+    // status/owner/node/type are applied by the server; keep them for live updates too
     const q = this._serverQuery();
     f.status = new Set(q.status ?? []);
     f.owner = q.owner ?? '';
     f.node = q.node ?? '';
+    f.type = q.type ?? '';
     this.table.setFilter(f);
     if (render) {
       this._render();
@@ -176,9 +188,20 @@ export class TasksView extends Widget {
   }
 
   private _onTask(task: ITaskInfo): void {
-    const known = this.table.byId.has(task.task_id);
-    if (!known && !this.table.matches(task)) {
+    const old = this.table.byId.get(task.task_id);
+    if (!old && !this.table.matches(task)) {
       return;
+    }
+    if (isStaleUpdate(old, task)) {
+      return;
+    }
+    if (this._total !== null) {
+      // the server-side filters only (the search text is local): what `total` counts
+      const text = this.table.filter.text;
+      this.table.filter.text = '';
+      this._total += Number(this.table.matches(task)) - Number(!!old && this.table.matches(old));
+      this.table.filter.text = text;
+      this._total = Math.max(0, this._total);
     }
     const reorder = this.table.upsert([task]);
     const row = this._tbody.querySelector(`tr[data-task="${task.task_id}"]`) as HTMLTableRowElement | null;
@@ -252,24 +275,126 @@ export class TasksView extends Widget {
     );
   }
 
+  /** Pages of the current filters: from the host's total while rows are still loading. */
+  private _pageCount(): number {
+    const t = this.table;
+    if (this._total !== null && !t.filter.text) {
+      return Math.max(t.pageCount, Math.ceil(this._total / t.pageSize) || 1);
+    }
+    return t.pageCount;
+  }
+
   private _render(): void {
-    const rows = this.table.pageRows();
+    // A page past the loaded rows waits for them (the pager counts from the host's total).
+    const waiting = this._loading && this.table.page >= this.table.pageCount;
+    const rows = waiting ? [] : this.table.pageRows();
+    const active = document.activeElement as HTMLElement | null;
+    const refocus = active && this._tbody.contains(active) ? active.closest('tr')?.dataset.task ?? '' : null;
     const frag = document.createDocumentFragment();
     for (const t of rows) {
       frag.appendChild(this._row(t));
     }
     this._tbody.textContent = '';
     this._tbody.appendChild(frag);
-    if (!rows.length && !this._loading) {
+    if (waiting) {
+      this._tbody.appendChild(h('tr', null, h('td', { colspan: COLUMNS.length + 1, class: 'kr-Muted' }, `Loading page ${this.table.page + 1}…`)));
+    } else if (!rows.length && !this._loading) {
       this._tbody.appendChild(h('tr', null, h('td', { colspan: COLUMNS.length + 1, class: 'kr-Muted' }, 'No tasks match.')));
+    }
+    // one tab stop for the whole table (roving tabindex); arrows move between rows
+    const current =
+      (this._tbody.querySelector(`tr[data-task="${refocus || this._current}"]`) as HTMLTableRowElement | null) ??
+      (this._tbody.querySelector('tr.kr-TaskRow') as HTMLTableRowElement | null);
+    if (current) {
+      current.tabIndex = 0;
+      if (refocus !== null) {
+        current.focus({ preventScroll: true });
+      }
     }
     this._allBox.checked = rows.length > 0 && rows.every(t => this._selected.has(t.task_id));
     this._renderPager();
     this._killBtn.disabled = this._selected.size === 0;
     this._killBtn.textContent = this._selected.size ? `Kill selected (${this._selected.size})` : 'Kill selected';
-    const total = this.table.rows().length;
-    this._info.textContent =
-      `${total.toLocaleString()} tasks` + (this._loading ? ' (loading…)' : this._more ? ` (first ${MAX_LOADED.toLocaleString()})` : '');
+    const shown = this.table.rows().length;
+    const total = this._total;
+    this.node.dataset.total = total === null ? '' : String(total);
+    let text: string;
+    if (this.table.filter.text) {
+      text = `${shown.toLocaleString()} of ${(total ?? this.table.size).toLocaleString()} tasks match`;
+    } else {
+      text = `${(total ?? shown).toLocaleString()} tasks`;
+    }
+    if (this._loading) {
+      text += total !== null ? ` (loaded ${this.table.size.toLocaleString()}…)` : ' (loading…)';
+    } else if (this._more) {
+      text += ` (first ${MAX_LOADED.toLocaleString()} loaded)`;
+    }
+    this._info.textContent = text;
+  }
+
+  /** Keyboard in the table: arrows/Home/End move, PageUp/PageDown turn pages, Enter opens, Space selects. */
+  private _onRowKey(e: KeyboardEvent): void {
+    const row = (e.target as HTMLElement).closest('tr.kr-TaskRow') as HTMLTableRowElement | null;
+    if (!row || e.altKey || e.ctrlKey || e.metaKey) {
+      return;
+    }
+    const rows = Array.from(this._tbody.querySelectorAll('tr.kr-TaskRow')) as HTMLTableRowElement[];
+    const i = rows.indexOf(row);
+    let target: HTMLTableRowElement | undefined;
+    switch (e.key) {
+      case 'ArrowDown':
+        target = rows[Math.min(i + 1, rows.length - 1)];
+        break;
+      case 'ArrowUp':
+        target = rows[Math.max(i - 1, 0)];
+        break;
+      case 'Home':
+        target = rows[0];
+        break;
+      case 'End':
+        target = rows[rows.length - 1];
+        break;
+      case 'PageDown':
+      case 'PageUp': {
+        const page = this.table.page + (e.key === 'PageDown' ? 1 : -1);
+        if (page >= 0 && page < this._pageCount()) {
+          this.table.page = page;
+          this._current = '';
+          this._render();
+        }
+        (this._tbody.querySelector('tr.kr-TaskRow') as HTMLElement | null)?.focus();
+        e.preventDefault();
+        return;
+      }
+      case 'Enter':
+        this.actions.openTask(row.dataset.task!);
+        e.preventDefault();
+        return;
+      case ' ': {
+        const box = row.cells[0].firstChild as HTMLInputElement;
+        if (!box.disabled) {
+          box.checked = !box.checked;
+          box.dispatchEvent(new Event('change'));
+        }
+        e.preventDefault();
+        return;
+      }
+      default:
+        return;
+    }
+    e.preventDefault();
+    if (target && target !== row) {
+      this._focusRow(target);
+    }
+  }
+
+  private _focusRow(row: HTMLTableRowElement): void {
+    for (const r of Array.from(this._tbody.querySelectorAll('tr[tabindex="0"]'))) {
+      (r as HTMLElement).tabIndex = -1;
+    }
+    row.tabIndex = 0;
+    this._current = row.dataset.task ?? '';
+    row.focus();
   }
 
   private _renderPager(): void {
@@ -279,7 +404,8 @@ export class TasksView extends Widget {
       this._render();
       (this._pager.querySelector('[data-current]') as HTMLElement | null)?.focus();
     };
-    const last = t.pageCount - 1;
+    const pages = this._pageCount();
+    const last = pages - 1;
     const size = h(
       'select',
       {
@@ -297,7 +423,7 @@ export class TasksView extends Widget {
       this._pager,
       button('«', () => go(0), { title: 'First page', disabled: t.page === 0 }),
       button('‹', () => go(t.page - 1), { title: 'Previous page', disabled: t.page === 0 }),
-      h('span', { 'data-current': '', tabindex: -1 }, `page ${t.page + 1} of ${t.pageCount}`),
+      h('span', { 'data-current': '', tabindex: -1 }, `page ${t.page + 1} of ${pages.toLocaleString()}`),
       button('›', () => go(t.page + 1), { title: 'Next page', disabled: t.page >= last }),
       button('»', () => go(last), { title: 'Last page', disabled: t.page >= last }),
       size
@@ -307,21 +433,18 @@ export class TasksView extends Widget {
   private _row(t: ITaskInfo): HTMLTableRowElement {
     const row = h('tr', {
       'data-task': t.task_id,
-      tabindex: 0,
+      tabindex: -1,
       class: 'kr-TaskRow',
       onclick: (e: MouseEvent) => {
+        this._current = t.task_id;
         if (!(e.target as HTMLElement).closest('input')) {
-          this.actions.openTask(t.task_id);
-        }
-      },
-      onkeydown: (e: KeyboardEvent) => {
-        if (e.key === 'Enter' && e.target === row) {
           this.actions.openTask(t.task_id);
         }
       }
     });
     const box = h('input', {
       type: 'checkbox',
+      tabindex: -1,
       'aria-label': `Select task ${t.task_id}`,
       onchange: (e: Event) => {
         if ((e.target as HTMLInputElement).checked) {
@@ -398,6 +521,8 @@ export class TasksView extends Widget {
   }
 
   private _generation = 0;
+  private _total: number | null = null;
+  private _current = '';
   private _loading = false;
   private _more = false;
   private _frame = 0;
