@@ -211,6 +211,14 @@ def parse_target(text: str) -> Target:
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$", re.IGNORECASE)
 """Image references: ``name``, ``repo/name:tag``, ``name@sha256:...`` (no spaces, no options)."""
 
+
+def normalize_image(ref: str) -> str:
+    """``busybox`` → ``busybox:latest``; references with a tag or digest stay as they are."""
+    if "@" in ref or ":" in ref.rsplit("/", 1)[-1]:
+        return ref
+    return ref + ":latest"
+
+
 MAX_ARGV_ITEMS = 4096
 MAX_ARGV_BYTES = 128 * 1024
 
@@ -504,6 +512,7 @@ class NodeInfo(BaseModel):
     memory_total: int
     gpus: list[GpuInfo] = Field(default_factory=list)
     backends: list[str] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list, description="container images present")
     version: str = ""
     last_heartbeat: float | None = None
     usage: NodeUsage = Field(default_factory=NodeUsage)

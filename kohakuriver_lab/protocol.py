@@ -115,6 +115,9 @@ class Hello(_Message):
     memory_total: int
     gpus: list[GpuInfo] = Field(default_factory=list)
     backends: list[str] = Field(default_factory=list)
+    images: list[str] = Field(
+        default_factory=list, max_length=10_000, description="container images present"
+    )
     tasks: list[TaskReport] = Field(default_factory=list)
 
 

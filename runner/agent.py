@@ -130,6 +130,7 @@ class RunnerAgent:
             memory_total=resources.memory_total,
             gpus=resources.gpus,
             backends=self.backend.backend_names(),
+            images=await self.backend.images(),
             tasks=await self.backend.list_tasks(),
         )
 

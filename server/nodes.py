@@ -23,6 +23,7 @@ from kohakuriver_lab.models import (
     NodeStatus,
     NodeUsage,
     NumaNode,
+    normalize_image,
 )
 from kohakuriver_lab.protocol import Hello
 
@@ -43,7 +44,7 @@ class NodeState:
     history: deque[NodeMetrics] = field(default_factory=lambda: deque(maxlen=120))
 
 
-def _shape_of(row: Node) -> NodeShape:
+def _shape_of(row: Node, images: frozenset[str] = frozenset()) -> NodeShape:
     numa = {int(n["id"]): tuple(n["cores"]) for n in row.numa} or {0: tuple(row.cores)}
     gpus = {int(g["index"]): g.get("numa_node") for g in row.gpus}
     return NodeShape(
@@ -53,6 +54,7 @@ def _shape_of(row: Node) -> NodeShape:
         memory_total=row.memory_total,
         gpus=gpus,
         backends=frozenset(row.backends),
+        images=images,
     )
 
 
@@ -124,9 +126,10 @@ class NodeRegistry(LoggingConfigurable):
         history = state.history if state else deque(maxlen=self.history_size)
         status = state.status if state else NodeStatus.OFFLINE
         row.status = status.value
+        images = frozenset(normalize_image(i) for i in hello.images)  # in memory only
         state = NodeState(
             name=row.name,
-            shape=_shape_of(row),
+            shape=_shape_of(row, images),
             row=_row_dict(row),
             status=status,
             last_seen=now,
@@ -221,6 +224,7 @@ class NodeRegistry(LoggingConfigurable):
             memory_total=state.shape.memory_total,
             gpus=[GpuInfo.model_validate(g) for g in state.row["gpus"]],
             backends=sorted(state.shape.backends),
+            images=sorted(state.shape.images),
             version=state.row["version"],
             last_heartbeat=state.last_seen,
             usage=usage,

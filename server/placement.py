@@ -30,6 +30,8 @@ class NodeShape:
     gpus: dict[int, int | None]
     """GPU index → NUMA node (``None`` when unknown)."""
     backends: frozenset[str] = frozenset({"local"})
+    images: frozenset[str] = frozenset()
+    """Container images present on the node (normalized ``repo:tag``)."""
 
     def numa_of_core(self, core: int) -> int | None:
         """The NUMA node a core belongs to."""
@@ -67,6 +69,8 @@ class Request:
     node: str | None = None
     numa: int | None = None
     backend: str | None = None
+    image: str | None = None
+    """Normalized image reference; nodes that already have it are preferred."""
 
     @property
     def wants_gpus(self) -> bool:
@@ -191,7 +195,8 @@ def choose_node(req: Request, candidates: Sequence[tuple[NodeShape, NodeLoad]]) 
     """Pick the best node for ``req``; or a human-readable reason nothing fits now.
 
     GPU tasks go where the fewest GPUs stay free (keeping whole nodes for big jobs);
-    CPU-only tasks prefer nodes without GPUs, then the most free cores.
+    CPU-only tasks prefer nodes without GPUs, then the most free cores. Before all that, a
+    task with an image prefers nodes that already have the image (no transfer, no pull).
     """
     best: tuple[tuple[int, ...], Placement] | None = None
     reasons: list[str] = []
@@ -204,10 +209,11 @@ def choose_node(req: Request, candidates: Sequence[tuple[NodeShape, NodeLoad]]) 
             continue
         free_cores = len(shape.cores) - len(load.cores) - len(fit.cores)
         free_gpus = len(shape.gpus) - len(load.gpus) - len(fit.gpus)
+        missing_image = int(req.image is not None and req.image not in shape.images)
         if req.wants_gpus:
-            score: tuple[int, ...] = (free_gpus, -free_cores)
+            score: tuple[int, ...] = (missing_image, free_gpus, -free_cores)
         else:
-            score = (len(shape.gpus), -free_cores)
+            score = (missing_image, len(shape.gpus), -free_cores)
         if best is None or score < best[0]:
             best = (score, fit)
     if best is not None:

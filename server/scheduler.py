@@ -20,7 +20,7 @@ from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from kohakuriver_lab.ids import new_id
-from kohakuriver_lab.models import ACTIVE_STATUSES, TaskStatus, parse_target
+from kohakuriver_lab.models import ACTIVE_STATUSES, TaskStatus, normalize_image, parse_target
 from kohakuriver_lab.protocol import StartTask, TaskSpec
 
 from .db.orm import Task
@@ -82,6 +82,7 @@ def request_of(task: RequestFields) -> Request:
         node=target.node if target else None,
         numa=target.numa if target else None,
         backend=task.backend or ("docker" if task.image else None),
+        image=normalize_image(task.image) if task.image else None,
     )
 
 

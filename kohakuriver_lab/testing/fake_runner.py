@@ -55,6 +55,7 @@ class FakeRunner:
         heartbeat: bool = True,
         reports: list[TaskReport] | None = None,
         backends: tuple[str, ...] = ("local",),
+        images: tuple[str, ...] = (),
     ) -> None:
         self.url = runner_socket_url(host_url)
         self.token = token
@@ -75,6 +76,7 @@ class FakeRunner:
                 for i in range(gpus)
             ],
             backends=list(backends),
+            images=list(images),
             tasks=reports or [],
         )
         self.auto_finish = auto_finish

@@ -59,6 +59,10 @@ class Backend(abc.ABC):
         """The backend names this node advertises in ``hello`` (a composite has several)."""
         return [self.name]
 
+    async def images(self) -> list[str]:
+        """Container images present on this node (reported so placement can prefer it)."""
+        return []
+
     # ===== Lifecycle =====
 
     async def recover(self) -> None:  # noqa: B027 - optional hook

@@ -40,6 +40,12 @@ class MultiBackend(Backend):
     def backend_names(self) -> list[str]:
         return list(self.backends)
 
+    async def images(self) -> list[str]:
+        found: set[str] = set()
+        for backend in self.backends.values():
+            found.update(await backend.images())
+        return sorted(found)
+
     # ===== Lifecycle =====
 
     async def recover(self) -> None:

@@ -531,3 +531,20 @@ async def test_type_filter_and_total(api: Any) -> None:
     assert (await api.get("tasks"))["total"] is None  # only when asked
     status, data = await api.call("GET", "tasks", type="vm")
     assert status == 400 and "unknown task type" in data["message"]
+
+
+async def test_image_tasks_prefer_nodes_that_have_the_image(
+    api: Any, host_url: str, runner_token: str
+) -> None:
+    big = await FakeRunner(host_url, runner_token, "big", cores=16, backends=("docker",)).connect()
+    small = await FakeRunner(
+        host_url, runner_token, "small", cores=2, backends=("docker",), images=("lab/torch",)
+    ).connect()
+    try:
+        assert (await api.get("nodes/small"))["images"] == ["lab/torch:latest"]
+        body = {"command": ["python", "-V"], "image": "lab/torch:latest"}
+        task_id = (await api.post("tasks", body, expect=201))["task_ids"][0]
+        assert (await wait_status(api, task_id, {"completed"}))["node"] == "small"
+    finally:
+        await big.close()
+        await small.close()

@@ -105,3 +105,28 @@ def test_impossible_requests() -> None:
     assert impossible_reason(Request(gpu_count=5), shapes) is not None
     assert impossible_reason(Request(gpu_indices=(3,)), shapes) is None
     assert impossible_reason(Request(backend="docker"), shapes) is not None
+
+
+def test_nodes_that_have_the_image_are_preferred() -> None:
+    empty = NodeShape(
+        name="big",
+        cores=tuple(range(16)),
+        numa={0: tuple(range(16))},
+        memory_total=64 * GIB,
+        gpus={},
+        backends=frozenset({"docker"}),
+    )
+    cached = NodeShape(
+        name="small",
+        cores=(0, 1),
+        numa={0: (0, 1)},
+        memory_total=8 * GIB,
+        gpus={},
+        backends=frozenset({"docker"}),
+        images=frozenset({"lab/torch:2.5"}),
+    )
+    nodes = [(empty, NodeLoad()), (cached, NodeLoad())]
+    fit = choose_node(Request(cores=1, image="lab/torch:2.5", backend="docker"), nodes)
+    assert isinstance(fit, Placement) and fit.node == "small"
+    other = choose_node(Request(cores=1, image="lab/jax:latest", backend="docker"), nodes)
+    assert isinstance(other, Placement) and other.node == "big"  # then the most free cores

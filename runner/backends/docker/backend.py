@@ -237,6 +237,13 @@ class DockerBackend(TaskDirBackend):
         await self._call(self.engine.remove, task_container_name(task_id))
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
 
+    async def images(self) -> list[str]:
+        try:
+            return await self._call(self.engine.image_tags)
+        except DockerError as exc:
+            self.log.warning("cannot list images: %s", exc.message)
+            return []
+
     # =========================================================================
     # Internals
     # =========================================================================

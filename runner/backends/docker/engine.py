@@ -124,6 +124,19 @@ class Engine:
 
     # ----- images -----
 
+    def image_tags(self) -> list[str]:
+        """Every tagged image on the daemon (``repo:tag``)."""
+        with translate("listing images"):
+            images = self.api.images()
+        return sorted(
+            {
+                tag
+                for image in images
+                for tag in image.get("RepoTags") or []
+                if tag != "<none>:<none>"
+            }
+        )
+
     def image_present(self, image: str) -> bool:
         try:
             with translate(f"inspecting image {image}"):

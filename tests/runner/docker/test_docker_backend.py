@@ -303,6 +303,8 @@ def test_multi_backend_routes_by_spec_backend(
         )
         multi = MultiBackend([docker, local], state_dir=state_dir, node=node)
         assert multi.backend_names() == ["docker", "local"]
+        images = await multi.images()  # reported in hello so placement can prefer this node
+        assert f"{BUSYBOX}:latest" in images and f"{PYTHON}:latest" in images
         in_docker = spec(["cat", "/etc/passwd"], image=BUSYBOX, backend="docker")
         on_host = spec(["echo", "host"], backend="local")
         for task in (in_docker, on_host):
