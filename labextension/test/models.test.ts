@@ -18,6 +18,7 @@ import {
 } from '../src/models';
 import { polylines } from '../src/components/chart';
 import { compactRanges } from '../src/views/nodesutil';
+import { bytesOf } from '../src/components/nodecard';
 
 function task(i: number, extra: Partial<ITaskInfo> = {}): ITaskInfo {
   return {
@@ -229,5 +230,12 @@ describe('chart scaling', () => {
     const [x1, y1] = segs[0].split(' ')[1].split(',').map(Number);
     expect(x1).toBeGreaterThan(x0);
     expect(y1).toBeLessThan(y0);
+  });
+});
+
+describe('bytesOf', () => {
+  it('writes the unit once when used and total share it', () => {
+    expect(bytesOf(8 * 2 ** 30, 24 * 2 ** 30)).toBe('8.0/24.0 GiB');
+    expect(bytesOf(512 * 2 ** 20, 24 * 2 ** 30)).toBe('512.0 MiB/24.0 GiB');
   });
 });

@@ -35,7 +35,7 @@ export function gpuRows(node: INodeInfo, opts: INodeCardOptions = {}): HTMLEleme
           { class: holder ? 'kr-Gpu kr-mod-busy' : 'kr-Gpu', 'data-gpu': g.index },
           h('td', { title: g.name || '' }, `${g.index}`),
           h('td', null, m?.utilization !== null && m?.utilization !== undefined ? `${m.utilization.toFixed(0)}%` : '–'),
-          h('td', null, m?.memory_used !== null && m?.memory_used !== undefined ? `${formatBytes(m.memory_used)} / ${formatBytes(memTotal)}` : formatBytes(memTotal)),
+          h('td', null, m?.memory_used !== null && m?.memory_used !== undefined ? bytesOf(m.memory_used, memTotal) : formatBytes(memTotal)),
           h('td', null, m?.temperature !== null && m?.temperature !== undefined ? `${m.temperature.toFixed(0)}°C` : '–'),
           h(
             'td',
@@ -73,4 +73,13 @@ export function nodeCard(node: INodeInfo, opts: INodeCardOptions = {}): HTMLElem
     ),
     gpuRows(node, opts)
   );
+}
+
+/** `8.0/24.0 GiB` (one unit when both share it): fits the sidebar's narrow GPU table. */
+export function bytesOf(used: number, total: number): string {
+  const a = formatBytes(used);
+  const b = formatBytes(total);
+  const [an, au] = a.split(' ');
+  const [, bu] = b.split(' ');
+  return au && au === bu ? `${an}/${b}` : `${a}/${b}`;
 }

@@ -35,7 +35,7 @@ export class SubmitForm extends Widget {
       command: input('command', { placeholder: "python train.py --epochs 3", required: true, autocomplete: 'off' }),
       name: input('name', { placeholder: 'optional' }),
       cores: input('cores', { type: 'number', min: 0, value: String(defaults.cores) }),
-      memory: input('memory', { placeholder: 'e.g. 8G (empty: no limit)', value: defaults.memory }),
+      memory: input('memory', { placeholder: 'e.g. 8G', title: 'Memory limit, e.g. 512M or 8G (empty: no limit)', value: defaults.memory }),
       gpuCount: input('gpuCount', { type: 'number', min: 0, value: String(defaults.gpus), 'aria-label': 'GPU count' }),
       image: input('image', { placeholder: 'container image (docker nodes)' }),
       priority: input('priority', { type: 'number', value: '0' }),
