@@ -60,7 +60,7 @@ export class TaskDetailView extends Widget {
           'div',
           { class: 'kr-Toolbar' },
           h('h3', null, 'Output'),
-          h('label', { for: `kr-follow-${taskId}`, class: 'kr-Check' }, this._follow, ' follow'),
+          h('label', { for: `kr-follow-${taskId}`, class: 'kr-Toggle' }, this._follow, 'follow'),
           button('Download stdout', () => void this._download('stdout'), { title: 'Download stdout' }),
           button('Download stderr', () => void this._download('stderr'), { title: 'Download stderr' }),
           this._logState
