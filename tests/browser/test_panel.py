@@ -218,6 +218,35 @@ def test_kill_long_task(lab: Any, page: Any) -> None:
     assert wait_status(lab, task_id, {"killed"})["status"] == "killed"
 
 
+def test_notebook_job_opens_its_output_notebook(lab: Any, page: Any) -> None:
+    notebook = {
+        "nbformat": 4, "nbformat_minor": 5,
+        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                    "language": "python"}},
+        "cells": [{"cell_type": "code", "id": "c1", "metadata": {}, "outputs": [],
+                   "execution_count": None, "source": "print('from the job')"}],
+    }  # fmt: skip
+    body = {"task_type": "notebook", "notebook": notebook, "name": "panel-job.ipynb",
+            "targets": [lab.embedded], "cores": 0}  # fmt: skip
+    task_id = str(lab.api("POST", "tasks", body)["task_ids"][0])
+    task = wait_status(lab, task_id, {"completed", "failed"})
+    assert task["status"] == "completed", task
+    run(page, "kohakuriver:open-task", {"id": task_id})
+    root = f"#kohakuriver-task-{task_id}"
+    page.wait_for_selector(f'{root}[data-status="completed"]')
+    assert "1 of 1 cells" in page.locator(f"{root} .kr-Info").inner_text()
+    page.click(f'{root} button:has-text("Open output notebook")')
+    # JupyterLab opens the executed notebook, with the job's output in it
+    page.wait_for_selector(".jp-NotebookPanel", timeout=20_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jp-NotebookPanel .jp-OutputArea-output')]"
+        ".some(e => e.textContent.includes('from the job'))",
+        timeout=20_000,
+    )
+    tab = page.locator(".lm-TabBar-tab:has-text('output.ipynb')")
+    assert tab.count() >= 1
+
+
 # =============================================================================
 # Tasks view: 10,000 rows, sort, filter, multi-select kill, live latency
 # =============================================================================
