@@ -111,3 +111,21 @@ def test_papermill_engine_cli(host, workdir, glue_nb):
     assert "alpha is 5" in texts
     assert "alpha is 5" in proc.stdout  # live output came through the log stream
     assert nb["metadata"]["papermill"]["parameters"] == {"alpha": 5}
+
+
+def test_kernel_oom_ends_the_job_as_killed_oom(kernel, workdir):
+    """A cell that outgrows the job's memory limit: the cgroup kills the kernel, the job
+    ends promptly and the runner reports the OOM."""
+    from kohakuriver_lab.testing.integration import require_cgroups
+
+    require_cgroups()
+    hog = "x = []\nwhile True:\n    x.append(bytearray(16 << 20))"
+    write_notebook(workdir / "hog.ipynb", notebook(hog))
+    kernel.run(
+        "import time\nt0 = time.monotonic()\n"
+        "job = %kohaku run hog.ipynb -m 300M --block\n"
+        "elapsed = time.monotonic() - t0"
+    )
+    info = kernel.value("job.refresh().model_dump(mode='json')")
+    assert info["status"] == "killed_oom", info
+    assert kernel.value("elapsed") < 30
