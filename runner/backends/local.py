@@ -272,11 +272,7 @@ class LocalBackend(TaskDirBackend):
             os.close(watch.pidfd)
             if watch.popen is not None:
                 watch.popen.wait()
-        report = self._report(task_id)
-        if report is not None and report.state not in ("running", "paused"):
-            self.events.put_nowait(
-                TaskEvent(task_id, report.state, report.exit_code, report.reason)
-            )
+        self._emit_final(task_id)
 
     def _report(self, task_id: int) -> TaskReport | None:
         """The task's state, read from its directory (``None``: unknown or still starting)."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import TaskReport
-from kohakuriver_lab.runner.backends.base import Backend
+from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
 from kohakuriver_lab.runner.errors import TaskNotFound
 
 
@@ -63,6 +63,14 @@ class TaskDirBackend(Backend):
             return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
         except OSError:
             return []
+
+    def _emit_final(self, task_id: int) -> None:
+        """Queue the task's final event, if it has ended."""
+        report = self._report(task_id)
+        if report is not None and report.state not in ("running", "paused"):
+            self.events.put_nowait(
+                TaskEvent(task_id, report.state, report.exit_code, report.reason)
+            )
 
     def _require(self, task_id: int) -> TaskReport:
         report = self._report(task_id)

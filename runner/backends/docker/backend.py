@@ -290,11 +290,7 @@ class DockerBackend(TaskDirBackend):
         if watch is None or watch.closed:
             return  # forgotten or closed meanwhile
         del self._watches[task_id]
-        report = self._report(task_id)
-        if report is not None and report.state not in ALIVE:
-            self.events.put_nowait(
-                TaskEvent(task_id, report.state, report.exit_code, report.reason)
-            )
+        self._emit_final(task_id)
 
     def _report(self, task_id: int) -> TaskReport | None:
         """The task's state from its dir and watcher (``None``: unknown or still starting)."""
