@@ -20,7 +20,7 @@ from typing import Any
 from kohakuriver_lab.protocol import TaskReport, TaskSpec
 from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.base import TaskEvent
-from kohakuriver_lab.runner.backends.taskdirs import TaskDirBackend
+from kohakuriver_lab.runner.backends.taskdirs import ALIVE, TaskDirBackend
 from kohakuriver_lab.runner.cgroups import TaskCgroups
 from kohakuriver_lab.runner.errors import (
     InvalidTaskState,
@@ -169,26 +169,10 @@ class LocalBackend(TaskDirBackend):
             return {}
         return message if isinstance(message, dict) else {}
 
-    async def kill(self, task_id: int, grace: float) -> None:
-        report = self._require(task_id)
-        if report.state not in ("running", "paused"):
-            return
-        path = self._dir(task_id)
-        taskdir.write_json_atomic(path / taskdir.KILL, {"grace": grace})
-        self._signal_supervisor(task_id, signal.SIGTERM)
+    async def _send_kill(self, task_id: int, grace: float, paused: bool) -> None:
+        self._signal_supervisor(task_id, signal.SIGTERM)  # it TERMs, waits, KILLs the group
 
-    async def pause(self, task_id: int) -> None:
-        await self._set_paused(task_id, True)
-
-    async def resume(self, task_id: int) -> None:
-        await self._set_paused(task_id, False)
-
-    async def _set_paused(self, task_id: int, paused: bool) -> None:
-        report = self._require(task_id)
-        if report.state == ("paused" if paused else "running"):
-            return
-        if report.state not in ("running", "paused"):
-            raise InvalidTaskState(f"task {task_id} has ended ({report.state})")
+    async def _apply_paused(self, task_id: int, paused: bool) -> None:
         path = self._dir(task_id)
         cgroups = TaskCgroups.from_json(taskdir.read_json(path / taskdir.CGROUPS))
         try:
@@ -207,14 +191,13 @@ class LocalBackend(TaskDirBackend):
             (path / taskdir.PAUSED).touch()
         else:
             (path / taskdir.PAUSED).unlink(missing_ok=True)
-        self.events.put_nowait(TaskEvent(task_id, "paused" if paused else "running"))
 
     async def forget(self, task_id: int) -> None:
         path = self._dir(task_id)
         if not path.exists():
             return
         report = self._report(task_id)
-        if report is not None and report.state in ("running", "paused"):
+        if report is not None and report.state in ALIVE:
             raise InvalidTaskState(f"task {task_id} is still {report.state}; kill it first")
         watch = self._watches.pop(task_id, None)
         if watch is not None:

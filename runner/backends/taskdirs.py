@@ -10,8 +10,12 @@ from typing import Any
 
 from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import TaskReport
+from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
-from kohakuriver_lab.runner.errors import TaskNotFound
+from kohakuriver_lab.runner.errors import InvalidTaskState, TaskNotFound
+
+ALIVE = ("running", "paused")
+"""Task states that are not final."""
 
 
 class TaskDirBackend(Backend):
@@ -26,6 +30,39 @@ class TaskDirBackend(Backend):
     @abc.abstractmethod
     def _report(self, task_id: int) -> TaskReport | None:
         """The task's state (``None``: unknown or still starting)."""
+
+    @abc.abstractmethod
+    async def _send_kill(self, task_id: int, grace: float, paused: bool) -> None:
+        """Deliver a kill (TERM, ``grace`` seconds, KILL) to a live task."""
+
+    @abc.abstractmethod
+    async def _apply_paused(self, task_id: int, paused: bool) -> None:
+        """Freeze or thaw a live task."""
+
+    # ===== Orders =====
+
+    async def kill(self, task_id: int, grace: float) -> None:
+        report = self._require(task_id)
+        if report.state not in ALIVE:
+            return
+        # recorded first: whoever sees the task end knows it was killed
+        taskdir.write_json_atomic(self._dir(task_id) / taskdir.KILL, {"grace": grace})
+        await self._send_kill(task_id, grace, report.state == "paused")
+
+    async def pause(self, task_id: int) -> None:
+        await self._set_paused(task_id, True)
+
+    async def resume(self, task_id: int) -> None:
+        await self._set_paused(task_id, False)
+
+    async def _set_paused(self, task_id: int, paused: bool) -> None:
+        report = self._require(task_id)
+        if report.state == ("paused" if paused else "running"):
+            return
+        if report.state not in ALIVE:
+            raise InvalidTaskState(f"task {task_id} has ended ({report.state})")
+        await self._apply_paused(task_id, paused)
+        self.events.put_nowait(TaskEvent(task_id, "paused" if paused else "running"))
 
     # ===== Inspection =====
 
@@ -67,7 +104,7 @@ class TaskDirBackend(Backend):
     def _emit_final(self, task_id: int) -> None:
         """Queue the task's final event, if it has ended."""
         report = self._report(task_id)
-        if report is not None and report.state not in ("running", "paused"):
+        if report is not None and report.state not in ALIVE:
             self.events.put_nowait(
                 TaskEvent(task_id, report.state, report.exit_code, report.reason)
             )

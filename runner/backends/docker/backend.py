@@ -36,11 +36,10 @@ from kohakuriver_lab.runner.backends.docker.errors import (
 )
 from kohakuriver_lab.runner.backends.docker.options import DockerOptions
 from kohakuriver_lab.runner.backends.docker.watch import ContainerWatch
-from kohakuriver_lab.runner.backends.taskdirs import TaskDirBackend
+from kohakuriver_lab.runner.backends.taskdirs import ALIVE, TaskDirBackend
 from kohakuriver_lab.runner.errors import InvalidTaskState, TaskStartError
 
 T = TypeVar("T")
-ALIVE = ("running", "paused")
 
 
 class DockerBackend(TaskDirBackend):
@@ -184,13 +183,9 @@ class DockerBackend(TaskDirBackend):
             pass
         return exit_code
 
-    async def kill(self, task_id: int, grace: float) -> None:
-        report = self._require(task_id)
-        if report.state not in ALIVE:
-            return
-        taskdir.write_json_atomic(self._dir(task_id) / taskdir.KILL, {"grace": grace})
+    async def _send_kill(self, task_id: int, grace: float, paused: bool) -> None:
         name = task_container_name(task_id)
-        if report.state == "paused":
+        if paused:
             await self._ignore_conflict(self.engine.unpause, name)
         if grace <= 0:
             await self._ignore_conflict(self.engine.kill, name)
@@ -204,24 +199,12 @@ class DockerBackend(TaskDirBackend):
 
         threading.Thread(target=stop, name=f"docker-stop-{task_id}", daemon=True).start()
 
-    async def pause(self, task_id: int) -> None:
-        await self._set_paused(task_id, True)
-
-    async def resume(self, task_id: int) -> None:
-        await self._set_paused(task_id, False)
-
-    async def _set_paused(self, task_id: int, paused: bool) -> None:
-        report = self._require(task_id)
-        if report.state == ("paused" if paused else "running"):
-            return
-        if report.state not in ALIVE:
-            raise InvalidTaskState(f"task {task_id} has ended ({report.state})")
+    async def _apply_paused(self, task_id: int, paused: bool) -> None:
         name = task_container_name(task_id)
         await self._ignore_conflict(self.engine.pause if paused else self.engine.unpause, name)
         watch = self._watches.get(task_id)
         if watch is not None:
             watch.paused = paused
-        self.events.put_nowait(TaskEvent(task_id, "paused" if paused else "running"))
 
     async def forget(self, task_id: int) -> None:
         path = self._dir(task_id)
