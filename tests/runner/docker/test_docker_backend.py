@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_helpers import BUSYBOX, PYTHON
+from docker_helpers import BUSYBOX, PYTHON, MakeBackend, until
 from runner_helpers import final_event, next_event, spec
 
 from kohakuriver_lab.models import LogStream
@@ -20,15 +19,6 @@ from kohakuriver_lab.runner.backends.multi import MultiBackend
 from kohakuriver_lab.runner.errors import InvalidTaskState, TaskStartError
 
 pytestmark = [pytest.mark.integration]
-
-MakeBackend = Callable[..., DockerBackend]
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_entry_point() -> None:
@@ -155,7 +145,7 @@ def test_live_logs_pause_resume_and_kill_with_grace(
         def size() -> int:
             return backend.log_sizes(tid)[LogStream.STDOUT]
 
-        await _until(lambda: b"tick3\n" in backend.read_log(tid, LogStream.STDOUT, 0, 10_000))
+        await until(lambda: b"tick3\n" in backend.read_log(tid, LogStream.STDOUT, 0, 10_000))
         # live: output is in the task's file while the container still runs
         assert docker_api.inspect_container(f"kohakuriver-task-{tid}")["State"]["Running"]
 
@@ -173,7 +163,7 @@ def test_live_logs_pause_resume_and_kill_with_grace(
 
         await backend.resume(tid)
         assert (await next_event(backend)).state == "running"
-        await _until(lambda: size() > frozen + 20)
+        await until(lambda: size() > frozen + 20)
 
         await backend.kill(tid, grace=5)
         event = await final_event(backend, tid)
@@ -197,7 +187,7 @@ def test_kill_without_grace_and_of_a_paused_task(make_backend: MakeBackend) -> N
         for task in (stubborn, paused):
             await backend.start(task)
         await backend.pause(paused.task_id)
-        await _until(lambda: backend.log_sizes(stubborn.task_id)[LogStream.STDOUT] > 0)
+        await until(lambda: backend.log_sizes(stubborn.task_id)[LogStream.STDOUT] > 0)
         started = time.monotonic()
         await backend.kill(stubborn.task_id, grace=0)
         await backend.kill(paused.task_id, grace=1)

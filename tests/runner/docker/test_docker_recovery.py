@@ -4,27 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from docker_helpers import BUSYBOX
+from docker_helpers import BUSYBOX, MakeBackend, until
 from runner_helpers import final_event, next_event, spec
 
 from kohakuriver_lab.models import LogStream
-from kohakuriver_lab.runner.backends.docker import DockerBackend
 
 pytestmark = [pytest.mark.integration]
-
-MakeBackend = Callable[..., DockerBackend]
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def test_restart_mid_task_reports_real_exit_code_and_whole_log(make_backend: MakeBackend) -> None:
@@ -35,7 +24,7 @@ def test_restart_mid_task_reports_real_exit_code_and_whole_log(make_backend: Mak
             image=BUSYBOX,
         )
         await first.start(task)
-        await _until(lambda: first.log_sizes(task.task_id)[LogStream.STDOUT] > 0)
+        await until(lambda: first.log_sizes(task.task_id)[LogStream.STDOUT] > 0)
         await first.close()  # the runner goes away; the container keeps running
 
         second = make_backend()
@@ -90,7 +79,7 @@ def test_paused_task_is_recovered_paused(make_backend: MakeBackend) -> None:
         first = make_backend()
         task = spec(["sh", "-c", "echo up; sleep 30"], image=BUSYBOX)
         await first.start(task)
-        await _until(lambda: first.log_sizes(task.task_id)[LogStream.STDOUT] > 0)
+        await until(lambda: first.log_sizes(task.task_id)[LogStream.STDOUT] > 0)
         await first.pause(task.task_id)
         await first.close()
 
@@ -116,14 +105,14 @@ def test_orphan_container_is_reported_then_killed_and_removed(
         old = make_backend(state=tmp_path / "old-state")
         task = spec(["sh", "-c", "echo orphan; sleep 60"], image=BUSYBOX)
         await old.start(task)
-        await _until(lambda: old.log_sizes(task.task_id)[LogStream.STDOUT] > 0)
+        await until(lambda: old.log_sizes(task.task_id)[LogStream.STDOUT] > 0)
         await old.close()
 
         fresh = make_backend(state=tmp_path / "new-state")
         await fresh.recover()
         [report] = await fresh.list_tasks()
         assert (report.task_id, report.state) == (task.task_id, "running")
-        await _until(lambda: fresh.log_sizes(task.task_id)[LogStream.STDOUT] == len(b"orphan\n"))
+        await until(lambda: fresh.log_sizes(task.task_id)[LogStream.STDOUT] == len(b"orphan\n"))
         # what the host does with a task it does not know: kill_task(grace=0), forget_task
         await fresh.kill(task.task_id, grace=0)
         await fresh.forget(task.task_id)
