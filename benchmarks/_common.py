@@ -414,3 +414,51 @@ async def wait_online(client: httpx.AsyncClient, count: int, timeout: float = 60
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {count} nodes online after {timeout:.0f} s")
         await asyncio.sleep(0.1)
+
+
+# =============================================================================
+# One timed task (sync client)
+# =============================================================================
+
+FINAL_STATUSES = ("completed", "failed", "killed", "killed_oom", "lost", "rejected", "stopped")
+
+
+def wait_node_online(client: httpx.Client, timeout: float = 60.0) -> None:
+    """Block until the host has at least one online node."""
+    deadline = time.monotonic() + timeout
+    while client.get(f"{API}/cluster").json()["nodes_online"] < 1:
+        if time.monotonic() > deadline:
+            raise TimeoutError("no runner came online")
+        time.sleep(0.1)
+
+
+def timed_task(
+    client: httpx.Client, body: dict[str, Any], timeout: float = 60.0
+) -> dict[str, float]:
+    """Submit ``body`` and poll (every 5 ms) until it completes.
+
+    Returns seconds since the submit request started: ``host_<status>`` from the task's event
+    times (host clock) and ``client_running`` / ``client_completed`` as the poller saw them.
+    A task that ends otherwise than ``completed`` raises.
+    """
+    wall0, t0 = time.time(), time.perf_counter()
+    response = client.post(f"{API}/tasks", json=body)
+    if response.status_code != 201:
+        raise RuntimeError(f"submit: {response.status_code} {response.text}")
+    task_id = response.json()["task_ids"][0]
+    seen: dict[str, float] = {}
+    while True:
+        info = client.get(f"{API}/tasks/{task_id}").json()
+        now = time.perf_counter() - t0
+        if info["status"] in ("running", "completed"):
+            seen.setdefault("client_running", now)
+        if info["status"] in FINAL_STATUSES:
+            if info["status"] != "completed":
+                raise RuntimeError(f"task {task_id} ended {info['status']}: {info.get('reason')}")
+            seen["client_completed"] = now
+            break
+        if now > timeout:
+            raise TimeoutError(f"task {task_id} did not complete in {timeout:.0f} s")
+        time.sleep(0.005)
+    events = client.get(f"{API}/tasks/{task_id}/events").json()["events"]
+    return {**{f"host_{e['to_status']}": e["at"] - wall0 for e in events}, **seen}

@@ -22,9 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from ._common import API, Host, Outcome, Row, running_host
+from ._common import Host, Outcome, Row, running_host, timed_task, wait_node_online
 
 NAME = "docker_overhead"
 IMAGE = "kohakuriver-test/busybox"
@@ -83,32 +81,6 @@ def _raw() -> float:
     return time.perf_counter() - t0
 
 
-def _one(client: httpx.Client) -> dict[str, float]:
-    wall0, t0 = time.time(), time.perf_counter()
-    response = client.post(f"{API}/tasks", json=BODY)
-    if response.status_code != 201:
-        raise RuntimeError(f"submit: {response.status_code} {response.text}")
-    task_id = response.json()["task_ids"][0]
-    deadline = t0 + 60
-    while True:
-        status = client.get(f"{API}/tasks/{task_id}").json()["status"]
-        if status == "completed":
-            seen = time.perf_counter() - t0
-            break
-        if status in ("failed", "lost", "killed", "killed_oom", "rejected"):
-            raise RuntimeError(f"task {task_id} ended {status}")
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"task {task_id} did not complete in 60 s")
-        time.sleep(0.005)
-    events = client.get(f"{API}/tasks/{task_id}/events").json()["events"]
-    at = {e["to_status"]: e["at"] for e in events}
-    return {
-        "host_running": at["running"] - wall0,
-        "host_completed": at["completed"] - wall0,
-        "client_completed": seen,
-    }
-
-
 def _start_runner(host: Host) -> subprocess.Popen[bytes]:
     state = Path(host.data_dir) / "runner-state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOHAKURIVER_")}
@@ -144,14 +116,6 @@ def _stop_runner(process: subprocess.Popen[bytes]) -> None:
         api.close()
 
 
-def _wait_node(client: httpx.Client, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get(f"{API}/cluster").json()["nodes_online"] < 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the docker runner did not come online")
-        time.sleep(0.1)
-
-
 def run(quick: bool) -> Outcome:
     reason = _unavailable()
     if reason is not None:
@@ -167,10 +131,10 @@ def run(quick: bool) -> Outcome:
     with running_host() as host, host.client() as client:
         runner = _start_runner(host)
         try:
-            _wait_node(client)
+            wait_node_online(client)
             for _ in range(WARMUP + samples_n):  # alternate: both see the same load
                 raw.append(_raw())
-                samples.append(_one(client))
+                samples.append(timed_task(client, BODY))
         finally:
             _stop_runner(runner)
     samples, raw = samples[WARMUP:], raw[WARMUP:]

@@ -13,53 +13,12 @@ import subprocess
 import time
 from typing import Any
 
-import httpx
-
-from ._common import API, Outcome, Row, running_host
+from ._common import Outcome, Row, running_host, timed_task, wait_node_online
 
 NAME = "local_backend"
 SAMPLES = 20
 WARMUP = 2
 BODY = {"command": ["true"], "cores": 0}
-
-
-def _wait_node(client: httpx.Client, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while client.get(f"{API}/cluster").json()["nodes_online"] < 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError("the embedded runner did not come online")
-        time.sleep(0.1)
-
-
-def _one(client: httpx.Client) -> dict[str, float]:
-    wall0, t0 = time.time(), time.perf_counter()
-    response = client.post(f"{API}/tasks", json=BODY)
-    if response.status_code != 201:
-        raise RuntimeError(f"submit: {response.status_code} {response.text}")
-    task_id = response.json()["task_ids"][0]
-    seen: dict[str, float] = {}
-    deadline = t0 + 30
-    while "completed" not in seen:
-        status = client.get(f"{API}/tasks/{task_id}").json()["status"]
-        now = time.perf_counter() - t0
-        if status in ("running", "completed"):
-            seen.setdefault("running", now)
-        if status in ("completed", "failed", "lost", "killed"):
-            if status != "completed":
-                raise RuntimeError(f"task {task_id} ended {status}")
-            seen["completed"] = now
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"task {task_id} did not complete in 30 s")
-        time.sleep(0.005)
-    events = client.get(f"{API}/tasks/{task_id}/events").json()["events"]
-    at = {e["to_status"]: e["at"] for e in events}
-    return {
-        "host_assigning": at["assigning"] - wall0,
-        "host_running": at["running"] - wall0,
-        "host_completed": at["completed"] - wall0,
-        "client_running": seen["running"],
-        "client_completed": seen["completed"],
-    }
 
 
 def _median_ms(samples: list[dict[str, float]], key: str) -> float:
@@ -68,8 +27,8 @@ def _median_ms(samples: list[dict[str, float]], key: str) -> float:
 
 def run(quick: bool) -> Outcome:
     with running_host(embedded=True) as host, host.client() as client:
-        _wait_node(client)
-        samples = [_one(client) for _ in range(WARMUP + SAMPLES)][WARMUP:]
+        wait_node_online(client)
+        samples = [timed_task(client, BODY, 30) for _ in range(WARMUP + SAMPLES)][WARMUP:]
     raw: list[float] = []
     for _ in range(WARMUP + SAMPLES):
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._common import API, Outcome, Row, percentile, running_host
+from ._common import API, Outcome, Row, percentile, running_host, timed_task, wait_node_online
 
 NAME = "notebook_jobs"
 
@@ -47,37 +47,10 @@ def _nb(n_cells: int) -> dict[str, Any]:
     }
 
 
-def _wait_node(client: Any) -> None:
-    deadline = time.monotonic() + 60
-    while client.get(f"{API}/cluster").json()["nodes_online"] < 1:
-        if time.monotonic() > deadline:
-            raise TimeoutError("embedded runner did not come online")
-        time.sleep(0.1)
-
-
 def _job_seconds(client: Any, nb: dict[str, Any]) -> float:
     """submit → completed by the host's event clock."""
-    wall0 = time.time()
-    r = client.post(
-        f"{API}/tasks",
-        json={"task_type": "notebook", "notebook": nb, "parameters": {"x": 2}, "cores": 1},
-    )
-    if r.status_code != 201:
-        raise RuntimeError(f"submit: {r.status_code} {r.text}")
-    task_id = r.json()["task_ids"][0]
-    deadline = time.monotonic() + 120
-    while True:
-        info = client.get(f"{API}/tasks/{task_id}").json()
-        if info["status"] in ("completed", "failed", "killed", "lost", "killed_oom"):
-            break
-        if time.monotonic() > deadline:
-            raise TimeoutError("notebook job did not finish")
-        time.sleep(0.01)
-    if info["status"] != "completed":
-        raise RuntimeError(f"notebook job {task_id} {info['status']}: {info.get('reason')}")
-    events = client.get(f"{API}/tasks/{task_id}/events").json()["events"]
-    done = {e["to_status"]: e["at"] for e in events}["completed"]
-    return float(done - wall0)
+    body = {"task_type": "notebook", "notebook": nb, "parameters": {"x": 2}, "cores": 1}
+    return timed_task(client, body, timeout=120)["host_completed"]
 
 
 def _local_papermill(nb: dict[str, Any], runs: int) -> float:
@@ -188,7 +161,7 @@ def run(quick: bool) -> Outcome:
     job_runs = 2 if quick else 4
     sweep_n = 20 if quick else 100
     with running_host(embedded=True) as host, host.client(timeout=60) as client:
-        _wait_node(client)
+        wait_node_online(client)
         cores = len(client.get(f"{API}/nodes").json()["nodes"][0]["cores"])
         magic, bare = _kernel_submit_latency(host.url, host.token, samples)
         nb3 = _nb(3)

@@ -10,12 +10,12 @@ import sys
 import time
 
 os.environ["KRLAB_NBJOB_TRACE"] = "1"
-from benchmarks._common import API, running_host
-from benchmarks.notebook_jobs import _nb, _wait_node
+from benchmarks._common import API, running_host, wait_node_online
+from benchmarks.notebook_jobs import _nb
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 3
 with running_host(embedded=True) as host, host.client(timeout=60) as client:
-    _wait_node(client)
+    wait_node_online(client)
     for run in range(N):
         wall0 = time.time()
         r = client.post(
