@@ -63,7 +63,11 @@ _ID_PARAM = {
 }
 
 
-_NAME_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+_NAME_PARAM = _path_param("name")
 
 
 def _body(name: str) -> dict[str, Any]:
@@ -124,10 +128,7 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Submit a task (one per target, in one batch)",
                 {"201": _json(_ref("SubmitResult"), "Created")},
-                requestBody={
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("TaskSubmit")}},
-                },
+                requestBody=_body("TaskSubmit"),
             ),
         },
         "/kohakuriver/api/tasks/{task_id}": {
@@ -180,9 +181,7 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "One node with its metrics history",
                 {"200": _json(_ref("NodeInfo"))},
-                parameters=[
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                parameters=[_path_param("name")],
             )
         },
         "/kohakuriver/api/me": {
@@ -247,14 +246,7 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "Every task of a batch (sweep) with parameters, status and results",
                 {"200": _json({"type": "object", "properties": {"results": {"type": "array"}}})},
-                parameters=[
-                    {
-                        "name": "batch_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
+                parameters=[_path_param("batch_id")],
             )
         },
         "/kohakuriver/api/events": {
@@ -276,24 +268,14 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Create a runner token (the secret is shown once)",
                 {"201": _json(_ref("RunnerTokenInfo"), "Created")},
-                requestBody={
-                    "required": True,
-                    "content": {"application/json": {"schema": _ref("RunnerTokenCreate")}},
-                },
+                requestBody=_body("RunnerTokenCreate"),
             ),
         },
         "/kohakuriver/api/runner-tokens/{token_id}": {
             "delete": _op(
                 "Revoke a runner token and disconnect its runner",
                 {"204": {"description": "Revoked"}},
-                parameters=[
-                    {
-                        "name": "token_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
+                parameters=[_path_param("token_id")],
             )
         },
         "/kohakuriver/api/runners/connect": {
