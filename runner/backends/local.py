@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kohakuriver_lab.protocol import TaskReport, TaskSpec
+from kohakuriver_lab.protocol import RunnerTaskState, TaskSpec
 from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.base import TaskEvent
 from kohakuriver_lab.runner.backends.taskdirs import ALIVE, TaskDirBackend
@@ -45,6 +45,7 @@ class LocalBackend(TaskDirBackend):
     name = "local"
     supported_features = frozenset({"pause", "memory_limit", "cpu_pinning", "gpu"})
     start_timeout = 30.0
+    LOST_REASON = "supervisor died; exit status unknown"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -207,6 +208,11 @@ class LocalBackend(TaskDirBackend):
 
     # ===== Internals =====
 
+    def _live_state(self, task_id: int) -> RunnerTaskState | None:
+        if task_id not in self._watches and self._supervisor_pid(task_id) is None:
+            return None  # the supervisor died without an exit record
+        return "paused" if (self._dir(task_id) / taskdir.PAUSED).exists() else "running"
+
     def _supervisor_pid(self, task_id: int) -> int | None:
         """The live supervisor's pid, checked against ``/proc`` to rule out pid reuse."""
         path = self._dir(task_id)
@@ -256,27 +262,3 @@ class LocalBackend(TaskDirBackend):
             if watch.popen is not None:
                 watch.popen.wait()
         self._emit_final(task_id)
-
-    def _report(self, task_id: int) -> TaskReport | None:
-        """The task's state, read from its directory (``None``: unknown or still starting)."""
-        path = self._dir(task_id)
-        if task_id in self._starting or not path.is_dir():
-            return None
-        info = taskdir.read_json(path / taskdir.EXIT)
-        if not isinstance(info, dict):
-            alive = task_id in self._watches or self._supervisor_pid(task_id) is not None
-            if alive:
-                state = "paused" if (path / taskdir.PAUSED).exists() else "running"
-                return TaskReport(task_id=task_id, state=state, log_sizes=self.log_sizes(task_id))
-            info = taskdir.read_json(path / taskdir.EXIT)  # it may have just finished
-            if not isinstance(info, dict):
-                info = {"exit_code": None, "reason": "supervisor died; exit status unknown"}
-                taskdir.write_json_atomic(path / taskdir.EXIT, info)
-        state, exit_code, reason = taskdir.final_state(info)
-        return TaskReport(
-            task_id=task_id,
-            state=state,  # type: ignore[arg-type]
-            exit_code=exit_code,
-            reason=reason,
-            log_sizes=self.log_sizes(task_id),
-        )

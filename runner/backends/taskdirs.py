@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kohakuriver_lab.models import LogStream
-from kohakuriver_lab.protocol import TaskReport
+from kohakuriver_lab.protocol import RunnerTaskState, TaskReport
 from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.base import Backend, TaskEvent
 from kohakuriver_lab.runner.errors import InvalidTaskState, TaskNotFound
@@ -21,6 +21,9 @@ ALIVE = ("running", "paused")
 class TaskDirBackend(Backend):
     """A backend whose tasks live in per-task directories under ``state_dir/tasks``."""
 
+    LOST_REASON = "exit status unknown"
+    """The reason given when a task is gone without an exit record."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.tasks_dir = self.state_dir / "tasks"
@@ -28,8 +31,8 @@ class TaskDirBackend(Backend):
         self._starting: set[int] = set()
 
     @abc.abstractmethod
-    def _report(self, task_id: int) -> TaskReport | None:
-        """The task's state (``None``: unknown or still starting)."""
+    def _live_state(self, task_id: int) -> RunnerTaskState | None:
+        """``running``/``paused`` for a task without an exit record, ``None`` if it is gone."""
 
     @abc.abstractmethod
     async def _send_kill(self, task_id: int, grace: float, paused: bool) -> None:
@@ -100,6 +103,29 @@ class TaskDirBackend(Backend):
             return sorted(int(p.name) for p in self.tasks_dir.iterdir() if p.name.isdigit())
         except OSError:
             return []
+
+    def _report(self, task_id: int) -> TaskReport | None:
+        """The task's state from its directory (``None``: unknown or still starting)."""
+        path = self._dir(task_id)
+        if task_id in self._starting or not path.is_dir():
+            return None
+        info = taskdir.read_json(path / taskdir.EXIT)
+        if not isinstance(info, dict):
+            live = self._live_state(task_id)
+            if live is not None:
+                return TaskReport(task_id=task_id, state=live, log_sizes=self.log_sizes(task_id))
+            info = taskdir.read_json(path / taskdir.EXIT)  # it may have just finished
+            if not isinstance(info, dict):
+                info = {"exit_code": None, "reason": self.LOST_REASON}
+                taskdir.write_json_atomic(path / taskdir.EXIT, info)
+        state, exit_code, reason = taskdir.final_state(info)
+        return TaskReport(
+            task_id=task_id,
+            state=state,  # type: ignore[arg-type]
+            exit_code=exit_code,
+            reason=reason,
+            log_sizes=self.log_sizes(task_id),
+        )
 
     def _emit_final(self, task_id: int) -> None:
         """Queue the task's final event, if it has ended."""

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kohakuriver_lab.protocol import TaskReport, TaskSpec
+from kohakuriver_lab.protocol import RunnerTaskState, TaskSpec
 from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.base import TaskEvent
 from kohakuriver_lab.runner.backends.docker.engine import (
@@ -268,31 +268,16 @@ class DockerBackend(TaskDirBackend):
         except RuntimeError:  # the loop is closed: the next runner recovers it
             pass
 
+    def _live_state(self, task_id: int) -> RunnerTaskState | None:
+        watch = self._watches.get(task_id)  # its watcher writes the exit record
+        return "paused" if watch is not None and watch.paused else "running"
+
     def _on_exit(self, task_id: int) -> None:
         watch = self._watches.get(task_id)
         if watch is None or watch.closed:
             return  # forgotten or closed meanwhile
         del self._watches[task_id]
         self._emit_final(task_id)
-
-    def _report(self, task_id: int) -> TaskReport | None:
-        """The task's state from its dir and watcher (``None``: unknown or still starting)."""
-        path = self._dir(task_id)
-        if task_id in self._starting or not path.is_dir():
-            return None
-        info = taskdir.read_json(path / taskdir.EXIT)
-        if not isinstance(info, dict):
-            watch = self._watches.get(task_id)
-            state = "paused" if watch is not None and watch.paused else "running"
-            return TaskReport(task_id=task_id, state=state, log_sizes=self.log_sizes(task_id))
-        state, exit_code, reason = taskdir.final_state(info)
-        return TaskReport(
-            task_id=task_id,
-            state=state,  # type: ignore[arg-type]
-            exit_code=exit_code,
-            reason=reason,
-            log_sizes=self.log_sizes(task_id),
-        )
 
 
 def _int(value: object) -> int | None:
