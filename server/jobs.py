@@ -15,6 +15,7 @@ from kohakuriver_lab.models import JobProgress, JobResult
 from .artifacts import ArtifactStore
 from .db.orm import Task
 from .events import EventBus
+from .tasks import load_task
 
 MAX_RESULTS_BYTES = 1024 * 1024
 
@@ -30,23 +31,16 @@ class JobService(LoggingConfigurable):
         self.artifacts = artifacts
         self._events = events
 
-    @staticmethod
-    def _load(session: Session, task_id: int) -> Task:
-        task = session.get(Task, task_id)
-        if task is None:
-            raise NotFound(f"task {task_id} not found")
-        return task
-
     def job_info(self, task_id: int) -> dict[str, Any]:
         """What the job wrapper needs besides its input files."""
         with self._db() as session:
-            task = self._load(session, task_id)
+            task = load_task(session, task_id)
             return {"parameters": task.parameters or {}, "notebook_name": task.name}
 
     def record_progress(self, task_id: int, progress: JobProgress) -> None:
         """Store a job's progress and push it to live subscribers."""
         with self._db() as session:
-            task = self._load(session, task_id)
+            task = load_task(session, task_id)
             task.progress = progress.model_dump()
             session.commit()
         payload = {"type": "progress", "task_id": str(task_id), **progress.model_dump()}
@@ -55,7 +49,7 @@ class JobService(LoggingConfigurable):
     def record_result(self, task_id: int, result: JobResult) -> None:
         """Store one glued value (a later value of the same name replaces it)."""
         with self._db() as session:
-            task = self._load(session, task_id)
+            task = load_task(session, task_id)
             results = dict(task.results or {})
             results[result.name] = result.value
             if len(json.dumps(results)) > MAX_RESULTS_BYTES:
@@ -66,7 +60,7 @@ class JobService(LoggingConfigurable):
     def results(self, task_id: int) -> dict[str, Any]:
         """A task's glued values."""
         with self._db() as session:
-            return dict(self._load(session, task_id).results or {})
+            return dict(load_task(session, task_id).results or {})
 
     def batch_results(self, batch_id: int) -> list[dict[str, Any]]:
         """Every task of a batch (e.g. a sweep) with its parameters and results."""
@@ -91,6 +85,6 @@ class JobService(LoggingConfigurable):
     def set_output_path(self, task_id: int, path: str) -> None:
         """Remember where the executed notebook was saved in the Jupyter contents."""
         with self._db() as session:
-            task = self._load(session, task_id)
+            task = load_task(session, task_id)
             task.output_path = path
             session.commit()

@@ -40,6 +40,14 @@ INPUT_NOTEBOOK = "input.ipynb"
 OUTPUT_NOTEBOOK = "output.ipynb"
 
 
+def load_task(session: Session, task_id: int) -> Task:
+    """The task with this ID (404 when there is none)."""
+    task = session.get(Task, task_id)
+    if task is None:
+        raise NotFound(f"task {task_id} not found")
+    return task
+
+
 def task_info(task: Task) -> TaskInfo:
     """The API view of a task row."""
     return TaskInfo(
@@ -183,22 +191,15 @@ class TaskService(LoggingConfigurable):
     # Queries
     # -------------------------------------------------------------------------
 
-    @staticmethod
-    def _load(session: Session, task_id: int) -> Task:
-        task = session.get(Task, task_id)
-        if task is None:
-            raise NotFound(f"task {task_id} not found")
-        return task
-
     def get(self, task_id: int) -> TaskInfo:
         """One task."""
         with self._db() as session:
-            return task_info(self._load(session, task_id))
+            return task_info(load_task(session, task_id))
 
     def status_of(self, task_id: int) -> TaskStatus:
         """A task's current status."""
         with self._db() as session:
-            return TaskStatus(self._load(session, task_id).status)
+            return TaskStatus(load_task(session, task_id).status)
 
     def list_tasks(
         self,
@@ -243,7 +244,7 @@ class TaskService(LoggingConfigurable):
     def events(self, task_id: int) -> list[TaskEventInfo]:
         """The task's transitions, oldest first."""
         with self._db() as session:
-            self._load(session, task_id)
+            load_task(session, task_id)
             rows = session.scalars(
                 select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.event_id)
             ).all()
@@ -267,7 +268,7 @@ class TaskService(LoggingConfigurable):
     def kill(self, task_id: int, actor: str) -> TaskInfo:
         """Kill a task: queued ones end at once; placed ones are killed by their runner."""
         with self._db() as session:
-            task = self._load(session, task_id)
+            task = load_task(session, task_id)
             status = TaskStatus(task.status)
             if status in (TaskStatus.PENDING, TaskStatus.PENDING_APPROVAL):
                 transition(
@@ -289,7 +290,7 @@ class TaskService(LoggingConfigurable):
 
     def _control(self, task_id: int, expected: TaskStatus, verb: str) -> TaskInfo:
         with self._db() as session:
-            task = self._load(session, task_id)
+            task = load_task(session, task_id)
             info = task_info(task)
         if TaskStatus(task.status) is not expected:
             raise Conflict(
