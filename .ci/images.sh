@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Build the Docker test images without any registry (nothing is ever pulled):
 #   kohakuriver-test/busybox         busybox-static rootfs + `docker import`   (~0.1 s)
-#   kohakuriver-test/debian:bookworm debootstrap minbase + python3 + import    (~45 s)
-#   kohakuriver-test/python          `docker build` FROM the Debian image
+#   kohakuriver-test/debian:bookworm debootstrap minbase + python3 + openssh-server + import (~50 s)
+#   kohakuriver-test/python          `docker build` FROM the Debian image (also the Docker VPS
+#                                    test image: sshd present, host keys made at VPS start)
 # An image that already exists is kept (pass --force to rebuild). Needs root, a running
 # dockerd (.ci/docker.sh), and apt-get install busybox-static debootstrap.
 # The Debian mirror is the one apt already uses (override: KR_DEBIAN_MIRROR=URL).
@@ -90,7 +91,7 @@ build_python() {
         local mirror
         mirror=$(debian_mirror)
         echo "images: debootstrap bookworm (about 45 s)" >&2
-        debootstrap --variant=minbase --include=python3 bookworm "$WORK/debian" "$mirror" \
+        debootstrap --variant=minbase --include=python3,openssh-server bookworm "$WORK/debian" "$mirror" \
             >"$WORK/debootstrap.log" 2>&1 || {
             tail -n 20 "$WORK/debootstrap.log" >&2
             return 1
@@ -104,7 +105,8 @@ build_python() {
     cat >"$WORK/python/Dockerfile" <<EOF
 FROM $DEBIAN_IMAGE
 ENV PYTHONUNBUFFERED=1 LANG=C.UTF-8
-RUN python3 -c 'import sys; assert sys.version_info >= (3, 11)' && ln -sf python3 /usr/bin/python
+RUN python3 -c 'import sys; assert sys.version_info >= (3, 11)' && ln -sf python3 /usr/bin/python \\
+    && rm -f /etc/ssh/ssh_host_*_key* && mkdir -p /run/sshd && test -x /usr/sbin/sshd
 WORKDIR /root
 CMD ["/usr/bin/python3"]
 EOF
