@@ -4,10 +4,16 @@
 #   kohakuriver-test/debian:bookworm debootstrap minbase + python3 + openssh-server + import (~50 s)
 #   kohakuriver-test/python          `docker build` FROM the Debian image (also the Docker VPS
 #                                    test image: sshd present, host keys made at VPS start)
-# An image that already exists is kept (pass --force to rebuild). Needs root, a running
-# dockerd (.ci/docker.sh), and apt-get install busybox-static debootstrap.
+#   kohakuriver-test/notebook        FROM python + the runtime of notebook jobs (`python -m
+#                                    kohakuriver_lab.nbjob`): papermill, ipykernel, httpx,
+#                                    pydantic, and kohakuriver_lab without server/runner
+# An image that already exists is kept (pass --force to rebuild the named images; notebook
+# builds python first only when that is missing). Needs root, a running dockerd
+# (.ci/docker.sh), apt-get install busybox-static debootstrap, and for notebook the project's
+# .venv (the image's Python 3.11; KR_PYTHON=path overrides) with PyPI reachable: nothing is
+# fetched inside a container, so the packages are installed here (pip --target) and copied in.
 # The Debian mirror is the one apt already uses (override: KR_DEBIAN_MIRROR=URL).
-#   bash .ci/images.sh [--force] [busybox|python ...]
+#   bash .ci/images.sh [--force] [busybox|python|notebook ...]
 set -euo pipefail
 
 FORCE=0
@@ -15,15 +21,17 @@ WANT=()
 for arg in "$@"; do
     case $arg in
     --force) FORCE=1 ;;
-    busybox | python) WANT+=("$arg") ;;
-    *) echo "usage: $0 [--force] [busybox|python ...]" >&2 && exit 2 ;;
+    busybox | python | notebook) WANT+=("$arg") ;;
+    *) echo "usage: $0 [--force] [busybox|python|notebook ...]" >&2 && exit 2 ;;
     esac
 done
-[[ ${#WANT[@]} -gt 0 ]] || WANT=(busybox python)
+[[ ${#WANT[@]} -gt 0 ]] || WANT=(busybox python notebook)
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 BUSYBOX_IMAGE=kohakuriver-test/busybox:latest
 DEBIAN_IMAGE=kohakuriver-test/debian:bookworm
 PYTHON_IMAGE=kohakuriver-test/python:latest
+NOTEBOOK_IMAGE=kohakuriver-test/notebook:latest
 
 have_image() { [[ $FORCE == 0 ]] && docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -115,6 +123,54 @@ EOF
         return 1
     }
     echo "images: built $PYTHON_IMAGE" >&2
+}
+
+# ===== python + notebook jobs =====
+# What `python -m kohakuriver_lab.nbjob` and glue() in its kernel import, at the .venv's
+# versions (so the image runs what the host-side tests ran).
+NOTEBOOK_PACKAGES=(papermill ipykernel nbformat nbclient jupyter_client httpx pydantic)
+
+build_notebook() {
+    if have_image "$NOTEBOOK_IMAGE"; then
+        echo "images: $NOTEBOOK_IMAGE exists" >&2
+        return 0
+    fi
+    docker image inspect "$PYTHON_IMAGE" >/dev/null 2>&1 || FORCE=0 build_python
+    local py=${KR_PYTHON:-$ROOT/.venv/bin/python} dir=$WORK/notebook want have
+    [[ -x $py ]] || {
+        echo "images: no $py (make the .venv first, or set KR_PYTHON)" >&2
+        return 1
+    }
+    want=$(docker run --rm --network none "$PYTHON_IMAGE" \
+        python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    have=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+    [[ $want == "$have" ]] || {
+        echo "images: $py is Python $have but the image has $want (set KR_PYTHON)" >&2
+        return 1
+    }
+    mkdir -p "$dir/site"
+    "$py" -m pip list --format=freeze --exclude-editable >"$dir/constraints.txt" 2>/dev/null
+    "$py" -m pip install -q --disable-pip-version-check --target "$dir/site" --only-binary=:all: \
+        -c "$dir/constraints.txt" "${NOTEBOOK_PACKAGES[@]}" >"$dir/pip.log" 2>&1 || {
+        cat "$dir/pip.log" >&2
+        return 1
+    }
+    rm -rf "$dir/site/bin" "$dir/site/share" # scripts name $py; the kernelspec is ipykernel's own
+    # kohakuriver_lab without the host and runner (symlinks to ../server and ../runner)
+    tar -C "$ROOT" -c --exclude=__pycache__ --exclude=kohakuriver_lab/server \
+        --exclude=kohakuriver_lab/runner --exclude=kohakuriver_lab/labextension \
+        --exclude=kohakuriver_lab/testing kohakuriver_lab | tar -C "$dir/site" -x
+    "$py" -m compileall -q "$dir/site/kohakuriver_lab" >/dev/null
+    cat >"$dir/Dockerfile" <<EOF
+FROM $PYTHON_IMAGE
+COPY site /usr/local/lib/python$want/dist-packages
+RUN python3 -c 'import papermill, ipykernel.kernelapp, kohakuriver_lab.nbjob'
+EOF
+    DOCKER_BUILDKIT=0 docker build -q -t "$NOTEBOOK_IMAGE" "$dir" >"$WORK/build.log" 2>&1 || {
+        cat "$WORK/build.log" >&2
+        return 1
+    }
+    echo "images: built $NOTEBOOK_IMAGE" >&2
 }
 
 for image in "${WANT[@]}"; do

@@ -113,13 +113,21 @@ class RunnerProcess:
     """``kohakuriver-runner`` with its own state dir (kept across restarts)."""
 
     def __init__(
-        self, host: HostProcess, token: str, name: str, state_dir: Path, backend: str = "local"
+        self,
+        host: HostProcess,
+        token: str,
+        name: str,
+        state_dir: Path,
+        backend: str = "local",
+        *,
+        extra: list[str] | None = None,
     ) -> None:
         self.host = host
         self.token = token
         self.name = name
         self.state_dir = state_dir
         self.backend = backend  # e.g. "docker,local"
+        self.extra = extra or []  # more command-line options (e.g. --RunnerApp.backend_options)
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir.parent / f"runner-{name}.log"
 
@@ -134,6 +142,7 @@ class RunnerProcess:
             f"--backend={self.backend}",
             "--RunnerApp.reconnect_max_delay=1",
             "--log-level=INFO",
+            *self.extra,
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115  closed with the process
         self.process = subprocess.Popen(
