@@ -18,9 +18,15 @@ from pydantic import BaseModel, ValidationError
 
 from kohakuriver_lab.errors import ERRORS_BY_STATUS, InvalidRequest, KohakuRiverError
 from kohakuriver_lab.models import (
+    ENV_NAME_RE,
+    IMAGE_TAG_RE,
+    EnvironmentExecResult,
+    EnvironmentInfo,
+    EnvironmentVersionInfo,
     LogChunk,
     NodeInfo,
     RunnerTokenInfo,
+    SnapshotInfo,
     SubmitResult,
     TaskEventInfo,
     TaskInfo,
@@ -108,6 +114,8 @@ class Call(Generic[T]):
     parse: Callable[[httpx.Response], T]
     params: dict[str, str] = field(default_factory=dict)
     json: Any = None
+    timeout: float | None = None
+    """Seconds for this request when it may take longer than the client's default."""
 
 
 def _json(response: httpx.Response) -> Any:
@@ -184,6 +192,9 @@ def submit(
     priority: int | None = None,
     backend: str | None = None,
     task_type: str | None = None,
+    image: str | None = None,
+    environment: str | None = None,
+    mounts: Sequence[str] | None = None,
 ) -> Call[SubmitResult]:
     """``POST /tasks``; only the given fields are sent, so the host's defaults apply."""
     if isinstance(command, str):
@@ -199,6 +210,9 @@ def submit(
         priority=priority,
         backend=backend,
         task_type=getattr(task_type, "value", task_type),
+        image=image,
+        environment=environment,
+        mounts=_list_or_none(mounts),
     )
     body = {"command": list(command), **body}
     return Call("POST", "tasks", _model(SubmitResult), json=body)
@@ -392,3 +406,97 @@ def get_results(task_id: TaskRef) -> Call[dict[str, Any]]:
 def batch_results(batch_id: TaskRef) -> Call[list[dict[str, Any]]]:
     """``GET /batches/{id}/results`` → ``[{"task_id", "status", "parameters", "results"}]``."""
     return Call("GET", f"batches/{path_id(batch_id)}/results", _results)
+
+
+# ----- environments -----
+
+LONG = 3600.0
+"""Timeout of the calls a node carries out (create, exec, commit): they wait for it."""
+
+
+def _env(name: str) -> str:
+    if not ENV_NAME_RE.match(name):
+        raise InvalidRequest(f"invalid environment name {name!r}")
+    return f"environments/{name}"
+
+
+def list_environments() -> Call[list[EnvironmentInfo]]:
+    """``GET /environments``."""
+    return Call("GET", "environments", _model_list(EnvironmentInfo, "environments"))
+
+
+def get_environment(name: str) -> Call[EnvironmentInfo]:
+    """``GET /environments/{name}``."""
+    return Call("GET", _env(name), _model(EnvironmentInfo))
+
+
+def create_environment(name: str, image: str, node: str | None) -> Call[EnvironmentInfo]:
+    """``POST /environments``: start the environment's container on a node."""
+    body = _given(name=name, image=image, node=node)
+    return Call("POST", "environments", _model(EnvironmentInfo), json=body, timeout=LONG)
+
+
+def environment_exec(
+    name: str,
+    command: Sequence[str],
+    workdir: str | None,
+    env: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Call[EnvironmentExecResult]:
+    """``POST /environments/{name}/exec``: run an argv in the container."""
+    if isinstance(command, str):
+        raise TypeError("command is an argv list such as ['pip', 'install', 'torch']")
+    body = _given(
+        command=list(command),
+        workdir=workdir,
+        env=None if env is None else dict(env),
+        timeout=timeout,
+    )
+    wait = (timeout or 600) + 60
+    return Call(
+        "POST", f"{_env(name)}/exec", _model(EnvironmentExecResult), json=body, timeout=wait
+    )
+
+
+def commit_environment(name: str, tag: str | None) -> Call[EnvironmentVersionInfo]:
+    """``POST /environments/{name}/versions``: commit, export, store a new version."""
+    return Call(
+        "POST",
+        f"{_env(name)}/versions",
+        _model(EnvironmentVersionInfo),
+        json=_given(tag=tag),
+        timeout=LONG,
+    )
+
+
+def delete_environment(name: str, versions: bool) -> Call[None]:
+    """``DELETE /environments/{name}``."""
+    params = {"versions": "true"} if versions else {}
+    return Call("DELETE", _env(name), _nothing, params=params, timeout=LONG)
+
+
+def delete_environment_version(name: str, version: int) -> Call[None]:
+    """``DELETE /environments/{name}/versions/{version}``."""
+    return Call("DELETE", f"{_env(name)}/versions/{path_id(version)}", _nothing)
+
+
+# ----- Docker VPS -----
+
+
+def stop_vps(task_id: TaskRef, snapshot: bool) -> Call[TaskInfo]:
+    """``POST /tasks/{id}/stop``."""
+    path = f"tasks/{path_id(task_id)}/stop"
+    return Call("POST", path, _model(TaskInfo), json={"snapshot": snapshot})
+
+
+def snapshots(task_id: TaskRef, method: str = "GET") -> Call[list[SnapshotInfo]]:
+    """``GET`` (list) or ``POST`` (create) ``/tasks/{id}/snapshots``."""
+    path = f"tasks/{path_id(task_id)}/snapshots"
+    return Call(method, path, _model_list(SnapshotInfo, "snapshots"), timeout=LONG)
+
+
+def delete_snapshot(task_id: TaskRef, tag: str) -> Call[None]:
+    """``DELETE /tasks/{id}/snapshots/{tag}``."""
+    if not IMAGE_TAG_RE.match(tag):
+        raise InvalidRequest(f"invalid snapshot tag {tag!r}")
+    return Call("DELETE", f"tasks/{path_id(task_id)}/snapshots/{tag}", _nothing, timeout=LONG)

@@ -36,9 +36,13 @@ from kohakuriver_lab._http import (
 )
 from kohakuriver_lab._ws import LoopThread, follow
 from kohakuriver_lab.models import (
+    EnvironmentExecResult,
+    EnvironmentInfo,
+    EnvironmentVersionInfo,
     LogChunk,
     NodeInfo,
     RunnerTokenInfo,
+    SnapshotInfo,
     SubmitResult,
     TaskEventInfo,
     TaskInfo,
@@ -107,7 +111,11 @@ class Client(_ClientBase):
     def _run(self, call: Call[T]) -> T:
         try:
             response = self._http.request(
-                call.method, call.path, params=call.params or None, json=call.json
+                call.method,
+                call.path,
+                params=call.params or None,
+                json=call.json,
+                timeout=call.timeout or self.timeout,
             )
         except httpx.TransportError as exc:
             raise unreachable(self.config.url, exc) from exc
@@ -146,11 +154,16 @@ class Client(_ClientBase):
         priority: int | None = None,
         backend: str | None = None,
         task_type: str | None = None,
+        image: str | None = None,
+        environment: str | None = None,
+        mounts: Sequence[str] | None = None,
     ) -> SubmitResult:
-        """Submit ``command`` (an argv list); one task per target, all in one batch."""
+        """Submit ``command`` (an argv list); one task per target, all in one batch.
+        ``image`` or ``environment`` (``name`` or ``name:tag``) run it in a container."""
         return self._run(api.submit(
             command, name=name, cores=cores, memory=memory, gpus=gpus, targets=targets, env=env,
             workdir=workdir, priority=priority, backend=backend, task_type=task_type,
+            image=image, environment=environment, mounts=mounts,
         ))  # fmt: skip
 
     def list_tasks(
@@ -282,6 +295,66 @@ class Client(_ClientBase):
         """Revoke a runner token."""
         self._run(api.revoke_runner_token(token_id))
 
+    # ----- environments -----
+
+    def create_environment(self, name: str, image: str, node: str | None = None) -> EnvironmentInfo:
+        """Start environment ``name``'s container from ``image`` on a docker node."""
+        return self._run(api.create_environment(name, image, node))
+
+    def list_environments(self) -> list[EnvironmentInfo]:
+        """Every environment with its versions."""
+        return self._run(api.list_environments())
+
+    def get_environment(self, name: str) -> EnvironmentInfo:
+        """One environment."""
+        return self._run(api.get_environment(name))
+
+    def env_exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> EnvironmentExecResult:
+        """Run an argv in the environment's container (e.g. ``["pip", "install", "x"]``)."""
+        return self._run(api.environment_exec(name, command, workdir, env, timeout))
+
+    def commit_environment(self, name: str, tag: str | None = None) -> EnvironmentVersionInfo:
+        """Commit the container as a new version (stored by the host, fetched by nodes)."""
+        return self._run(api.commit_environment(name, tag))
+
+    def delete_environment(self, name: str, *, versions: bool = False) -> None:
+        """Remove the container (and with ``versions`` every stored version)."""
+        self._run(api.delete_environment(name, versions))
+
+    def delete_environment_version(self, name: str, version: int) -> None:
+        """Delete one stored version."""
+        self._run(api.delete_environment_version(name, version))
+
+    # ----- Docker VPS -----
+
+    def stop_vps(self, task_id: TaskRef, *, snapshot: bool = True) -> TaskInfo:
+        """Stop a VPS, committing a snapshot first unless ``snapshot=False``."""
+        return self._run(api.stop_vps(task_id, snapshot))
+
+    def start_vps(self, task_id: TaskRef) -> TaskInfo:
+        """Start a stopped VPS again from its latest snapshot."""
+        return self._run(api.task_action(task_id, "start"))
+
+    def list_snapshots(self, task_id: TaskRef) -> list[SnapshotInfo]:
+        """A VPS's snapshots on its node, oldest first."""
+        return self._run(api.snapshots(task_id))
+
+    def create_snapshot(self, task_id: TaskRef) -> list[SnapshotInfo]:
+        """Snapshot a running VPS; its snapshots afterwards."""
+        return self._run(api.snapshots(task_id, "POST"))
+
+    def delete_snapshot(self, task_id: TaskRef, tag: str) -> None:
+        """Delete one snapshot."""
+        self._run(api.delete_snapshot(task_id, tag))
+
     def me(self) -> str:
         """Who this client is to the cluster (the owner name of its tasks)."""
         return self._run(api.me())
@@ -318,7 +391,11 @@ class AsyncClient(_ClientBase):
     async def _run(self, call: Call[T]) -> T:
         try:
             response = await self._http.request(
-                call.method, call.path, params=call.params or None, json=call.json
+                call.method,
+                call.path,
+                params=call.params or None,
+                json=call.json,
+                timeout=call.timeout or self.timeout,
             )
         except httpx.TransportError as exc:
             raise unreachable(self.config.url, exc) from exc
@@ -356,11 +433,16 @@ class AsyncClient(_ClientBase):
         priority: int | None = None,
         backend: str | None = None,
         task_type: str | None = None,
+        image: str | None = None,
+        environment: str | None = None,
+        mounts: Sequence[str] | None = None,
     ) -> SubmitResult:
-        """Submit ``command`` (an argv list); one task per target, all in one batch."""
+        """Submit ``command`` (an argv list); one task per target, all in one batch.
+        ``image`` or ``environment`` (``name`` or ``name:tag``) run it in a container."""
         return await self._run(api.submit(
             command, name=name, cores=cores, memory=memory, gpus=gpus, targets=targets, env=env,
             workdir=workdir, priority=priority, backend=backend, task_type=task_type,
+            image=image, environment=environment, mounts=mounts,
         ))  # fmt: skip
 
     async def list_tasks(
@@ -474,6 +556,68 @@ class AsyncClient(_ClientBase):
         return await self._run(api.batch_results(batch_id))
 
     # ----- nodes, tokens, schema -----
+
+    # ----- environments -----
+
+    async def create_environment(
+        self, name: str, image: str, node: str | None = None
+    ) -> EnvironmentInfo:
+        """Start environment ``name``'s container from ``image`` on a docker node."""
+        return await self._run(api.create_environment(name, image, node))
+
+    async def list_environments(self) -> list[EnvironmentInfo]:
+        """Every environment with its versions."""
+        return await self._run(api.list_environments())
+
+    async def get_environment(self, name: str) -> EnvironmentInfo:
+        """One environment."""
+        return await self._run(api.get_environment(name))
+
+    async def env_exec(
+        self,
+        name: str,
+        command: Sequence[str],
+        *,
+        workdir: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> EnvironmentExecResult:
+        """Run an argv in the environment's container (e.g. ``["pip", "install", "x"]``)."""
+        return await self._run(api.environment_exec(name, command, workdir, env, timeout))
+
+    async def commit_environment(self, name: str, tag: str | None = None) -> EnvironmentVersionInfo:
+        """Commit the container as a new version (stored by the host, fetched by nodes)."""
+        return await self._run(api.commit_environment(name, tag))
+
+    async def delete_environment(self, name: str, *, versions: bool = False) -> None:
+        """Remove the container (and with ``versions`` every stored version)."""
+        await self._run(api.delete_environment(name, versions))
+
+    async def delete_environment_version(self, name: str, version: int) -> None:
+        """Delete one stored version."""
+        await self._run(api.delete_environment_version(name, version))
+
+    # ----- Docker VPS -----
+
+    async def stop_vps(self, task_id: TaskRef, *, snapshot: bool = True) -> TaskInfo:
+        """Stop a VPS, committing a snapshot first unless ``snapshot=False``."""
+        return await self._run(api.stop_vps(task_id, snapshot))
+
+    async def start_vps(self, task_id: TaskRef) -> TaskInfo:
+        """Start a stopped VPS again from its latest snapshot."""
+        return await self._run(api.task_action(task_id, "start"))
+
+    async def list_snapshots(self, task_id: TaskRef) -> list[SnapshotInfo]:
+        """A VPS's snapshots on its node, oldest first."""
+        return await self._run(api.snapshots(task_id))
+
+    async def create_snapshot(self, task_id: TaskRef) -> list[SnapshotInfo]:
+        """Snapshot a running VPS; its snapshots afterwards."""
+        return await self._run(api.snapshots(task_id, "POST"))
+
+    async def delete_snapshot(self, task_id: TaskRef, tag: str) -> None:
+        """Delete one snapshot."""
+        await self._run(api.delete_snapshot(task_id, tag))
 
     async def me(self) -> str:
         """Who this client is to the cluster (the owner name of its tasks)."""

@@ -53,10 +53,17 @@ class RunnerUnavailable(KohakuRiverError):
     status_code = 409
 
 
+class RunnerRequestFailed(KohakuRiverError):
+    """A node tried and could not do what was asked, e.g. a missing base image (422)."""
+
+    status_code = 422
+
+
 ERRORS_BY_STATUS: dict[int, type[KohakuRiverError]] = {
     400: InvalidRequest,
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    422: RunnerRequestFailed,
 }

@@ -6,6 +6,7 @@ IDs are 64-bit snowflakes; they travel as strings so JavaScript does not round t
 from __future__ import annotations
 
 import enum
+import posixpath
 import re
 from typing import Annotated, Any
 
@@ -219,6 +220,40 @@ def normalize_image(ref: str) -> str:
     return ref + ":latest"
 
 
+_ENV_REF_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$")
+"""``name`` (latest version) or ``name:tag`` of an environment."""
+_SSH_KEY_RE = re.compile(
+    r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com)"
+    r" [A-Za-z0-9+/]{16,}={0,3}( [^\r\n]{0,200})?$"
+)
+
+
+def validate_ssh_public_key(key: str) -> str:
+    """One OpenSSH public key line (``ssh-ed25519 AAAA... comment``)."""
+    key = key.strip()
+    if not _SSH_KEY_RE.match(key):
+        raise ValueError(
+            "not an OpenSSH public key: expected one line such as 'ssh-ed25519 AAAA... you@host'"
+        )
+    return key
+
+
+def parse_mount_spec(text: str) -> tuple[str, str, bool]:
+    """``/src:/dst[:ro|rw]`` → ``(source, target, read_only)``; both paths absolute."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise ValueError(f"mount {text!r}: use '/node/path:/container/path[:ro|rw]'")
+    mode = parts[2] if len(parts) == 3 else "rw"
+    if mode not in ("ro", "rw"):
+        raise ValueError(f"mount {text!r}: mode must be ro or rw, not {mode!r}")
+    source, target = posixpath.normpath(parts[0]), posixpath.normpath(parts[1])
+    if not (parts[0].startswith("/") and parts[1].startswith("/")):
+        raise ValueError(f"mount {text!r}: both paths must be absolute")
+    if "\x00" in text:
+        raise ValueError("mount paths must not contain NUL bytes")
+    return source, target, mode == "ro"
+
+
 MAX_ARGV_ITEMS = 4096
 MAX_ARGV_BYTES = 128 * 1024
 
@@ -251,6 +286,22 @@ class TaskSubmit(BaseModel):
     )
     image: str | None = Field(
         default=None, max_length=255, description="container image to run in (docker backend)"
+    )
+    environment: str | None = Field(
+        default=None,
+        max_length=200,
+        description="environment to run in: 'name' (its latest version) or 'name:tag'",
+    )
+    mounts: list[str] | None = Field(
+        default=None,
+        max_length=64,
+        description="'/node/path:/container/path[:ro|rw]', within the admin's allow-list",
+    )
+    ssh_public_key: str | None = Field(
+        default=None, max_length=16_384, description="VPS: the key allowed to log in as root"
+    )
+    generate_ssh_key: bool = Field(
+        default=False, description="VPS: make a key pair; the private key is returned once"
     )
     notebook: dict[str, Any] | None = Field(
         default=None, description="notebook jobs: the nbformat 4 notebook to execute"
@@ -326,6 +377,25 @@ class TaskSubmit(BaseModel):
             raise ValueError(f"invalid image reference {value!r}")
         return value
 
+    @field_validator("environment")
+    @classmethod
+    def _check_environment(cls, value: str | None) -> str | None:
+        if value is not None and not _ENV_REF_RE.match(value):
+            raise ValueError(f"invalid environment {value!r}: use 'name' or 'name:tag'")
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _check_mounts(cls, value: list[str] | None) -> list[str] | None:
+        for text in value or []:
+            parse_mount_spec(text)
+        return value or None
+
+    @field_validator("ssh_public_key")
+    @classmethod
+    def _check_ssh_key(cls, value: str | None) -> str | None:
+        return None if value is None else validate_ssh_public_key(value)
+
     @field_validator("workdir")
     @classmethod
     def _check_workdir(cls, value: str | None) -> str | None:
@@ -348,10 +418,25 @@ class TaskSubmit(BaseModel):
             if self.parameter_sets is not None and len(self.targets or []) > 1:
                 raise ValueError("targets: a sweep takes at most one target")
         else:
-            if self.command is None:
+            if self.command is None and self.task_type is not TaskType.VPS:
                 raise ValueError("command: required")
             if any(v is not None for v in (self.notebook, self.parameters, self.parameter_sets)):
                 raise ValueError("notebook: only notebook jobs take a notebook or parameters")
+        if self.task_type is TaskType.VPS:
+            if self.command is not None:
+                raise ValueError("command: a VPS runs the image's SSH daemon, not a command")
+            if self.ssh_public_key is None and not self.generate_ssh_key:
+                raise ValueError(
+                    "ssh_public_key: a VPS needs a public key, or generate_ssh_key: true"
+                )
+            if self.ssh_public_key is not None and self.generate_ssh_key:
+                raise ValueError("ssh_public_key: give a key or generate_ssh_key, not both")
+            if self.image is None and self.environment is None:
+                raise ValueError("image: a VPS needs an image or an environment with sshd")
+        elif self.ssh_public_key is not None or self.generate_ssh_key:
+            raise ValueError("ssh_public_key: only VPS tasks take SSH keys")
+        if self.image is not None and self.environment is not None:
+            raise ValueError("environment: give either an image or an environment")
         return self
 
     @model_validator(mode="after")
@@ -389,6 +474,9 @@ class SubmitResult(BaseModel):
 
     task_ids: list[SnowflakeID]
     batch_id: SnowflakeID
+    ssh_private_key: str | None = Field(
+        default=None, description="VPS with generate_ssh_key: shown only in this response"
+    )
 
 
 class TaskInfo(BaseModel):
@@ -406,6 +494,9 @@ class TaskInfo(BaseModel):
     priority: int = 0
     backend: str | None = None
     image: str | None = None
+    environment: str | None = Field(default=None, description="'name:tag' it runs in")
+    mounts: list[str] = Field(default_factory=list)
+    ssh_port: int | None = Field(default=None, description="VPS: SSH port on the node")
     req_cores: int
     req_memory: int | None = None
     req_gpus: list[int] | int | None = None
@@ -561,3 +652,135 @@ class JobResult(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     value: Any = None
+
+
+# =============================================================================
+# Environments and VPS snapshots
+# =============================================================================
+
+ENV_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+
+
+class EnvironmentCreate(BaseModel):
+    """Body of ``POST /kohakuriver/api/environments``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="lower-case letters, digits, '.', '_', '-'")
+    image: str = Field(
+        max_length=255, description="base image, present on (or pullable by) the node"
+    )
+    node: str | None = Field(
+        default=None, description="node to build on (default: any docker node)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not ENV_NAME_RE.match(value):
+            raise ValueError(
+                f"invalid environment name {value!r}: lower-case letters, digits, '.', '_', '-'"
+            )
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _check_image(cls, value: str) -> str:
+        if not _IMAGE_RE.match(value):
+            raise ValueError(f"invalid image reference {value!r}")
+        return value
+
+    @field_validator("node")
+    @classmethod
+    def _check_node(cls, value: str | None) -> str | None:
+        return None if value is None else validate_node_name(value)
+
+
+class EnvironmentExec(BaseModel):
+    """Body of ``POST /kohakuriver/api/environments/{name}/exec``: an argv, no shell."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(min_length=1, max_length=MAX_ARGV_ITEMS)
+    workdir: str | None = Field(default=None, max_length=4096)
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=600, gt=0, le=86400)
+
+    @field_validator("command")
+    @classmethod
+    def _check_command(cls, value: list[str]) -> list[str]:
+        if not value[0] or any("\x00" in part for part in value):
+            raise ValueError("command[0] must not be empty and no argument may contain NUL")
+        return value
+
+
+class EnvironmentExecResult(BaseModel):
+    """What a command in an environment printed (each stream capped at 1 MiB)."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    truncated: bool = False
+    timed_out: bool = False
+
+
+class EnvironmentCommit(BaseModel):
+    """Body of ``POST /kohakuriver/api/environments/{name}/versions``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tag: str | None = Field(default=None, description="image tag (default: v{version})")
+
+    @field_validator("tag")
+    @classmethod
+    def _check_tag(cls, value: str | None) -> str | None:
+        if value is not None and (not IMAGE_TAG_RE.match(value) or value == "latest"):
+            raise ValueError(
+                f"invalid tag {value!r}: letters, digits, '_', '.', '-' (not 'latest')"
+            )
+        return value
+
+
+class EnvironmentVersionInfo(BaseModel):
+    """One committed and exported version of an environment."""
+
+    name: str
+    version: int
+    tag: str
+    image: str = Field(description="kohakuriver/{name}:{tag}")
+    image_id: str
+    size: int
+    sha256: str
+    created_at: float
+    created_by: str
+
+
+class EnvironmentInfo(BaseModel):
+    """An environment: its build container and its versions (newest last)."""
+
+    name: str
+    node: str | None
+    base_image: str
+    status: str = Field(description="running, committing, failed or removed (container gone)")
+    reason: str | None = None
+    created_by: str
+    created_at: float
+    versions: list[EnvironmentVersionInfo] = Field(default_factory=list)
+
+
+class VpsStop(BaseModel):
+    """Body of ``POST /kohakuriver/api/tasks/{id}/stop``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    snapshot: bool = Field(default=True, description="commit the container before stopping")
+
+
+class SnapshotInfo(BaseModel):
+    """A Docker VPS snapshot image on its node."""
+
+    tag: str
+    image: str
+    created: float
+    size: int = 0

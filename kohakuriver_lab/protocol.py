@@ -5,7 +5,9 @@ The runner dials ``WS {host}/kohakuriver/api/runners/connect`` with
 
 Runner → host: ``hello`` (once, first), ``heartbeat``, ``task_state``, ``log``, ``ack``.
 Host → runner: ``welcome`` (reply to hello), ``start_task``, ``kill_task``, ``pause_task``,
-``resume_task``, ``forget_task``, ``error``.
+``resume_task``, ``forget_task``, ``error``, and the requests ``env_create``, ``env_exec``,
+``env_commit``, ``env_remove`` (environment containers) and ``snapshot`` (Docker VPS), each
+answered by an ``ack`` whose ``result`` carries the outcome.
 
 Every message carries ``v`` (the protocol version) and ``type``. Unknown fields are refused,
 so a mistyped message is an error rather than silently half-read. Both sides validate with
@@ -21,7 +23,7 @@ acknowledged without starting it twice.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -77,6 +79,39 @@ class TaskReport(BaseModel):
     exit_code: int | None = None
     reason: str | None = None
     log_sizes: dict[LogStream, int] = Field(default_factory=dict)
+    ssh_port: int | None = Field(default=None, ge=1, le=65535, description="VPS: node port")
+
+
+class Mount(BaseModel):
+    """A bind mount into a task's container (checked against the host's allow-list)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(description="absolute path on the node")
+    target: str = Field(description="absolute path in the container")
+    read_only: bool = False
+
+
+class ImageFetch(BaseModel):
+    """Where a runner gets an environment image it lacks: a tarball stored by the host."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="URL path under the host's base URL (runner-token auth)")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+    image_id: str = Field(description="the image ID the tarball loads as")
+
+
+class VpsSpec(BaseModel):
+    """What a ``vps`` task needs beyond a command task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ssh_public_keys: list[str] = Field(min_length=1, max_length=16)
+    restore_snapshot: bool = Field(
+        default=False, description="start from the VPS's latest snapshot on this node, if any"
+    )
 
 
 class TaskSpec(BaseModel):
@@ -95,6 +130,11 @@ class TaskSpec(BaseModel):
     numa: int | None = None
     backend: str = "local"
     image: str | None = Field(default=None, description="container image (docker backend)")
+    fetch: ImageFetch | None = Field(
+        default=None, description="environment image: fetch it from the host when missing"
+    )
+    mounts: list[Mount] = Field(default_factory=list, max_length=64)
+    vps: VpsSpec | None = None
     kill_grace: float = Field(default=10.0, ge=0, le=3600)
 
 
@@ -136,6 +176,7 @@ class TaskState(_Message):
     state: RunnerTaskState
     exit_code: int | None = None
     reason: str | None = None
+    ssh_port: int | None = Field(default=None, ge=1, le=65535, description="VPS: node port")
 
 
 class LogData(_Message):
@@ -155,6 +196,7 @@ class Ack(_Message):
     order_id: SnowflakeID
     ok: bool = True
     error: str | None = None
+    result: dict[str, Any] | None = Field(default=None, description="a request's outcome")
 
 
 RunnerMessage = Annotated[
@@ -187,12 +229,17 @@ class StartTask(_Message):
 
 
 class KillTask(_Message):
-    """Kill a task: TERM, ``grace`` seconds, then KILL, for the whole process group."""
+    """Kill a task: TERM, ``grace`` seconds, then KILL, for the whole process group.
+
+    ``stop`` (a VPS): the task ends as ``stopped``; with ``snapshot`` its container is first
+    committed to ``kohakuriver-snapshot/vps-{id}:{timestamp}``."""
 
     type: Literal["kill_task"] = "kill_task"
     order_id: SnowflakeID
     task_id: SnowflakeID
     grace: float = Field(default=10.0, ge=0, le=3600)
+    stop: bool = False
+    snapshot: bool = False
 
 
 class PauseTask(_Message):
@@ -218,6 +265,65 @@ class ForgetTask(_Message):
     task_id: SnowflakeID
 
 
+ENV_NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+"""Environment names: also the Docker repository ``kohakuriver/{name}``."""
+IMAGE_TAG_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+
+
+class EnvCreate(_Message):
+    """Create and start the environment container ``kohakuriver-env-{name}``."""
+
+    type: Literal["env_create"] = "env_create"
+    order_id: SnowflakeID
+    name: str = Field(pattern=ENV_NAME_PATTERN)
+    image: str
+    fetch: ImageFetch | None = None
+
+
+class EnvExec(_Message):
+    """Run a command (argv) in an environment container; ``result``: exit code and output."""
+
+    type: Literal["env_exec"] = "env_exec"
+    order_id: SnowflakeID
+    name: str = Field(pattern=ENV_NAME_PATTERN)
+    command: list[str] = Field(min_length=1)
+    workdir: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: float = Field(default=600, gt=0, le=86400)
+
+
+class EnvCommit(_Message):
+    """Commit the container to ``kohakuriver/{name}:{tag}`` and upload ``docker save`` of it
+    to ``upload_path`` (``Authorization: Upload <upload_token>``); ``result``: image id,
+    size, sha256."""
+
+    type: Literal["env_commit"] = "env_commit"
+    order_id: SnowflakeID
+    name: str = Field(pattern=ENV_NAME_PATTERN)
+    tag: str = Field(pattern=IMAGE_TAG_PATTERN)
+    upload_path: str
+    upload_token: str
+
+
+class EnvRemove(_Message):
+    """Remove an environment container (its committed images stay)."""
+
+    type: Literal["env_remove"] = "env_remove"
+    order_id: SnowflakeID
+    name: str = Field(pattern=ENV_NAME_PATTERN)
+
+
+class Snapshot(_Message):
+    """Docker VPS snapshots: ``create`` (commit the running container), ``list`` or
+    ``delete`` (``tag``); ``result``: ``{"snapshots": [{"tag", "image", "created", "size"}]}``."""
+
+    type: Literal["snapshot"] = "snapshot"
+    order_id: SnowflakeID
+    task_id: SnowflakeID
+    action: Literal["create", "list", "delete"]
+    tag: str | None = Field(default=None, pattern=IMAGE_TAG_PATTERN)
+
+
 class ErrorMessage(_Message):
     """The host refused a message (it stays connected unless it closes the socket)."""
 
@@ -225,8 +331,22 @@ class ErrorMessage(_Message):
     message: str
 
 
+Request = EnvCreate | EnvExec | EnvCommit | EnvRemove | Snapshot
+"""Host → runner messages answered by an ``ack`` with a ``result``."""
+
 HostMessage = Annotated[
-    Welcome | StartTask | KillTask | PauseTask | ResumeTask | ForgetTask | ErrorMessage,
+    Welcome
+    | StartTask
+    | KillTask
+    | PauseTask
+    | ResumeTask
+    | ForgetTask
+    | ErrorMessage
+    | EnvCreate
+    | EnvExec
+    | EnvCommit
+    | EnvRemove
+    | Snapshot,
     Field(discriminator="type"),
 ]
 

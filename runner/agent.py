@@ -35,6 +35,7 @@ from kohakuriver_lab.protocol import (
     KillTask,
     LogData,
     PauseTask,
+    Request,
     ResumeTask,
     StartTask,
     TaskState,
@@ -159,6 +160,8 @@ class _Session:
         self.offsets: dict[int, dict[LogStream, int]] = {}
         self.lock = asyncio.Lock()
         self.ws: ClientConnection | None = None
+        self.preparing: dict[int, asyncio.Task[None]] = {}
+        self.background: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
         try:
@@ -210,9 +213,10 @@ class _Session:
         try:
             done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in [*tasks, stop]:
+            spawned = list(self.background)
+            for task in [*tasks, stop, *spawned]:
                 task.cancel()
-            await asyncio.gather(*tasks, stop, return_exceptions=True)
+            await asyncio.gather(*tasks, stop, *spawned, return_exceptions=True)
         for task in done:
             if task is not stop and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
@@ -249,6 +253,7 @@ class _Session:
                 state=event.state,
                 exit_code=event.exit_code,
                 reason=event.reason,
+                ssh_port=event.ssh_port,
             )
         )
 
@@ -285,9 +290,24 @@ class _Session:
 
     # ----- orders -----
 
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        """Run an order that may take long (image download, commit) beside the others."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
     async def _handle(self, message: Any) -> None:
         if isinstance(message, StartTask):
-            await self._start(message)
+            task_id = message.task.task_id
+            if task_id in self.preparing:  # a repeated order while its image downloads
+                await self._send(Ack(order_id=message.order_id))
+                return
+            self.preparing[task_id] = self._spawn(self._start(message))
+        elif isinstance(message, Request):
+            self._spawn(self._request(message))
+        elif isinstance(message, KillTask) and message.task_id in self.preparing:
+            await self._cancel_start(message)
         elif isinstance(message, (KillTask, PauseTask, ResumeTask)):
             await self._order(message)
         elif isinstance(message, ForgetTask):
@@ -301,8 +321,43 @@ class _Session:
         else:
             self.log.warning("ignoring unexpected %s message", message.type)
 
+    async def _request(self, request: Request) -> None:
+        try:
+            result = await self.backend.handle_request(request)
+        except BackendError as exc:
+            self.log.info("%s refused: %s", request.type, exc.message)
+            await self._send(Ack(order_id=request.order_id, ok=False, error=exc.message))
+            return
+        except Exception as exc:  # a bug must not leave the host waiting
+            self.log.exception("%s failed", request.type)
+            await self._send(Ack(order_id=request.order_id, ok=False, error=f"runner error: {exc}"))
+            return
+        await self._send(Ack(order_id=request.order_id, result=result))
+
+    async def _cancel_start(self, order: KillTask) -> None:
+        """Kill a task whose start still waits for its image: it never runs."""
+        task_id = order.task_id
+        self.preparing.pop(task_id).cancel()
+        async with self.lock:
+            await self._send(Ack(order_id=order.order_id))
+            await self._send_state(TaskEvent(task_id, "killed", None, "killed before it started"))
+            self.offsets.pop(task_id, None)
+
     async def _start(self, order: StartTask) -> None:
         spec = order.task
+        try:
+            if not self.backend.knows(spec.task_id):
+                await self.backend.prepare(spec)
+        except TaskStartError as exc:
+            async with self.lock:
+                self.preparing.pop(spec.task_id, None)
+                self.log.info("task %s failed to start: %s", spec.task_id, exc.message)
+                await self._send(Ack(order_id=order.order_id, ok=False, error=exc.message))
+                await self._send_state(TaskEvent(spec.task_id, "failed", None, exc.message))
+            return
+        finally:
+            if asyncio.current_task() is self.preparing.get(spec.task_id):
+                self.preparing.pop(spec.task_id, None)
         async with self.lock:
             if self.backend.knows(spec.task_id):
                 await self._send(Ack(order_id=order.order_id))
@@ -328,7 +383,9 @@ class _Session:
         async with self.lock:
             try:
                 if isinstance(order, KillTask):
-                    await self.backend.kill(order.task_id, order.grace)
+                    await self.backend.kill(
+                        order.task_id, order.grace, stop=order.stop, snapshot=order.snapshot
+                    )
                 elif isinstance(order, PauseTask):
                     await self.backend.pause(order.task_id)
                 else:

@@ -16,6 +16,7 @@ from traitlets.config import Application
 
 import kohakuriver_lab
 from kohakuriver_lab.runner.agent import RunnerAgent
+from kohakuriver_lab.runner.backends.base import HostLink
 from kohakuriver_lab.runner.backends.multi import build_backend
 from kohakuriver_lab.runner.nvml import Nvml
 
@@ -132,6 +133,10 @@ class RunnerApp(Application):
             node=self.node_name,
             log=self.log,
             options={"host_url": self.host_url, **self.backend_options},
+        )
+        https = self.host_url.startswith("https:")
+        backend.link_host(
+            HostLink(self.host_url, self.token, self.ssl_context() if https else None)
         )
         nvml = Nvml()
         agent = RunnerAgent(

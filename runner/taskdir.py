@@ -4,7 +4,7 @@ Standard library only: the supervisor imports this and must start fast.
 
 A task directory holds ``spec.json`` (written by the backend), ``supervisor.pid``,
 ``child.pid``, ``cgroups.json``, ``stdout``, ``stderr``, ``supervisor.log``, ``kill.json``
-(a kill request's grace), ``paused`` (present while paused) and, once the task has ended,
+(a kill request's grace; ``stop``/``snapshot`` for a VPS), ``vps.json`` (a VPS's SSH port), ``paused`` (present while paused) and, once the task has ended,
 ``exit.json``. The directory *is* the task's state: a restarted runner rebuilds everything
 from it.
 """
@@ -23,6 +23,7 @@ CHILD_PID = "child.pid"
 CGROUPS = "cgroups.json"
 EXIT = "exit.json"
 KILL = "kill.json"
+VPS = "vps.json"
 PAUSED = "paused"
 SUPERVISOR_LOG = "supervisor.log"
 WORK = "work"
@@ -70,7 +71,8 @@ def signal_name(returncode: int) -> str | None:
 def final_state(info: dict[str, Any]) -> tuple[str, int | None, str | None]:
     """Map an ``exit.json`` record onto ``(state, exit_code, reason)``.
 
-    oom → ``killed_oom``; kill requested → ``killed``; exit 0 → ``completed``; else ``failed``.
+    oom → ``killed_oom``; stop requested (a VPS) → ``stopped``; kill requested → ``killed``;
+    exit 0 → ``completed``; else ``failed``.
     """
     code = info.get("exit_code")
     exit_code = code if isinstance(code, int) else None
@@ -78,6 +80,8 @@ def final_state(info: dict[str, Any]) -> tuple[str, int | None, str | None]:
         return "failed", exit_code, str(info["start_error"])
     if info.get("oom"):
         return "killed_oom", exit_code, "out of memory (killed by the kernel)"
+    if info.get("stopped"):
+        return "stopped", exit_code, str(info.get("reason") or "stopped on request")
     if info.get("killed"):
         return "killed", exit_code, "killed on request"
     if exit_code == 0:

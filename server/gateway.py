@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from traitlets import Integer
 from traitlets.config import LoggingConfigurable
 
+from kohakuriver_lab.errors import RunnerRequestFailed, RunnerUnavailable
 from kohakuriver_lab.ids import new_id
 from kohakuriver_lab.models import LogStream, NodeStatus, TaskStatus
 from kohakuriver_lab.protocol import (
@@ -28,6 +29,7 @@ from kohakuriver_lab.protocol import (
     Hello,
     KillTask,
     LogData,
+    Request,
     TaskReport,
     TaskState,
     Welcome,
@@ -36,6 +38,7 @@ from kohakuriver_lab.protocol import (
 )
 
 from .db.orm import Task
+from .events import note_task_changed
 from .logstore import LogStore
 from .nodes import NodeRegistry
 from .scheduler import ACTIVE_VALUES, Scheduler
@@ -87,6 +90,7 @@ class RunnerGateway(LoggingConfigurable):
         self._task_nodes: dict[int, str] = {}
         self._pending_forget: dict[int, dict[LogStream, int]] = {}
         self._state_reports: list[tuple[RunnerConnection, TaskState]] = []
+        self._requests: dict[int, tuple[str, asyncio.Future[Ack]]] = {}
 
     # -------------------------------------------------------------------------
     # Sending
@@ -107,6 +111,36 @@ class RunnerGateway(LoggingConfigurable):
             self.log.info("could not send to runner %s: %s", node, exc)
             return False
         return True
+
+    async def request(self, node: str, message: Request, timeout: float) -> dict[str, Any]:
+        """Send a request and wait for its ``ack``; its ``result``.
+
+        Raises ``RunnerUnavailable`` (not connected, disconnected meanwhile, no answer in
+        ``timeout`` s) or ``RunnerRequestFailed`` (the runner's error message)."""
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        self._requests[message.order_id] = (node, future)
+        try:
+            if not self.send(node, message):
+                raise RunnerUnavailable(f"node {node} is not connected")
+            try:
+                ack = await asyncio.wait_for(future, timeout)
+            except asyncio.TimeoutError:
+                raise RunnerUnavailable(
+                    f"node {node} did not answer {message.type} within {timeout:.0f} s"
+                ) from None
+        finally:
+            self._requests.pop(message.order_id, None)
+        if not ack.ok:
+            raise RunnerRequestFailed(ack.error or f"node {node} refused {message.type}")
+        return ack.result or {}
+
+    def _on_ack(self, conn: RunnerConnection, ack: Ack) -> None:
+        waiting = self._requests.get(ack.order_id)
+        if waiting is not None and waiting[0] == conn.node:
+            if not waiting[1].done():
+                waiting[1].set_result(ack)
+        elif not ack.ok:
+            self.log.warning("runner %s refused order %s: %s", conn.node, ack.order_id, ack.error)
 
     def disconnect_token(self, token_id: int) -> int:
         """Close every session opened with a (revoked) token."""
@@ -142,10 +176,8 @@ class RunnerGateway(LoggingConfigurable):
                 self.on_task_state(conn, message)
             elif isinstance(message, LogData):
                 self.on_log(conn, message)
-            elif isinstance(message, Ack) and not message.ok:
-                self.log.warning(
-                    "runner %s refused order %s: %s", conn.node, message.order_id, message.error
-                )
+            elif isinstance(message, Ack):
+                self._on_ack(conn, message)
         except (pydantic.ValidationError, ProtocolViolation) as exc:
             self._refuse(conn, exc)
 
@@ -266,6 +298,8 @@ class RunnerGateway(LoggingConfigurable):
                         actor=actor,
                         reason="reported by the runner on (re)connect",
                     )
+                if report.ssh_port is not None:
+                    task.ssh_port = report.ssh_port
                 if task.kill_requested:
                     followups.append(self._kill(task.task_id, self._scheduler.kill_grace))
             else:
@@ -388,6 +422,9 @@ class RunnerGateway(LoggingConfigurable):
                         followups.append((node, self._kill(task.task_id, 0)))
                     elif status is not new:
                         transition(session, task, new, actor=actor, reason=message.reason)
+                    if message.ssh_port is not None and task.ssh_port != message.ssh_port:
+                        task.ssh_port = message.ssh_port
+                        note_task_changed(session, task)
                     continue
                 if self._apply_outcome(
                     session, task, message.state, message.exit_code, message.reason, actor
@@ -431,6 +468,11 @@ class RunnerGateway(LoggingConfigurable):
         if conn.node is not None and self._sessions.get(conn.node) is conn:
             del self._sessions[conn.node]
             self.log.info("runner %s disconnected", conn.node)
+            for node, future in list(self._requests.values()):
+                if node == conn.node and not future.done():
+                    future.set_exception(
+                        RunnerUnavailable(f"node {node} disconnected before answering")
+                    )
 
     def check_liveness(self) -> list[str]:
         """Mark nodes that missed their heartbeats offline and their active tasks lost."""

@@ -10,17 +10,25 @@ from pydantic.json_schema import models_json_schema
 
 from kohakuriver_lab import __version__
 from kohakuriver_lab.models import (
+    EnvironmentCommit,
+    EnvironmentCreate,
+    EnvironmentExec,
+    EnvironmentExecResult,
+    EnvironmentInfo,
+    EnvironmentVersionInfo,
     JobProgress,
     JobResult,
     LogChunk,
     NodeInfo,
     RunnerTokenCreate,
     RunnerTokenInfo,
+    SnapshotInfo,
     SubmitResult,
     TaskEventInfo,
     TaskInfo,
     TaskPage,
     TaskSubmit,
+    VpsStop,
 )
 
 MODELS: list[type[BaseModel]] = [
@@ -35,6 +43,14 @@ MODELS: list[type[BaseModel]] = [
     RunnerTokenInfo,
     JobProgress,
     JobResult,
+    EnvironmentCreate,
+    EnvironmentExec,
+    EnvironmentExecResult,
+    EnvironmentCommit,
+    EnvironmentInfo,
+    EnvironmentVersionInfo,
+    VpsStop,
+    SnapshotInfo,
 ]
 
 
@@ -79,6 +95,17 @@ def _op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]
     return {"summary": summary, "responses": {**responses, **errors}, **extra}
 
 
+def _node_op(summary: str, responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """An operation a node carries out: 422 when it cannot (e.g. a missing image)."""
+    op = _op(summary, responses, **extra)
+    op["responses"]["422"] = _ERROR
+    return op
+
+
+_ENV_PARAM = _path_param("name")
+_VERSION_PARAM = _path_param("version")
+
+
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {
         "name": name,
@@ -92,7 +119,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 def _paths() -> dict[str, Any]:
     task_action = {
         "post": _op(
-            "Kill, pause or resume a task (202: the runner carries it out)",
+            "Kill, pause or resume a task; stop (body VpsStop, optional) or start a VPS "
+            "(202: the runner carries it out)",
             {"202": _json(_ref("TaskInfo"))},
             parameters=[
                 _ID_PARAM,
@@ -100,12 +128,39 @@ def _paths() -> dict[str, Any]:
                     "name": "action",
                     "in": "path",
                     "required": True,
-                    "schema": {"type": "string", "enum": ["kill", "pause", "resume"]},
+                    "schema": {
+                        "type": "string",
+                        "enum": ["kill", "pause", "resume", "stop", "start"],
+                    },
                 },
             ],
+            requestBody={
+                "required": False,
+                "content": {"application/json": {"schema": _ref("VpsStop")}},
+            },
         )
     }
     return {
+        **_environment_paths(),
+        "/kohakuriver/api/tasks/{task_id}/snapshots": {
+            "get": _node_op(
+                "A VPS's snapshots on its node",
+                {"200": _json(_list_of("snapshots", "SnapshotInfo"))},
+                parameters=[_ID_PARAM],
+            ),
+            "post": _node_op(
+                "Snapshot a running VPS (docker commit)",
+                {"201": _json(_list_of("snapshots", "SnapshotInfo"), "Created")},
+                parameters=[_ID_PARAM],
+            ),
+        },
+        "/kohakuriver/api/tasks/{task_id}/snapshots/{tag}": {
+            "delete": _node_op(
+                "Delete one snapshot of a VPS",
+                {"204": {"description": "Deleted"}},
+                parameters=[_ID_PARAM, _path_param("tag")],
+            )
+        },
         "/kohakuriver/api/tasks": {
             "get": _op(
                 "List tasks, newest first, with cursor pagination",
@@ -286,6 +341,80 @@ def _paths() -> dict[str, Any]:
         },
         "/kohakuriver/api/openapi.json": {
             "get": _op("This document", {"200": {"description": "OpenAPI 3 document"}})
+        },
+    }
+
+
+def _environment_paths() -> dict[str, Any]:
+    base = "/kohakuriver/api/environments"
+    return {
+        base: {
+            "get": _op(
+                "Every environment with its versions",
+                {"200": _json(_list_of("environments", "EnvironmentInfo"))},
+            ),
+            "post": _node_op(
+                "Create an environment: its container starts on a docker node",
+                {"201": _json(_ref("EnvironmentInfo"), "Created")},
+                requestBody=_body("EnvironmentCreate"),
+            ),
+        },
+        base + "/{name}": {
+            "get": _op(
+                "One environment", {"200": _json(_ref("EnvironmentInfo"))}, parameters=[_ENV_PARAM]
+            ),
+            "delete": _node_op(
+                "Remove the environment's container (versions=true: and its stored versions)",
+                {"204": {"description": "Removed"}},
+                parameters=[
+                    _ENV_PARAM,
+                    _query("versions", {"type": "boolean"}, "also delete every stored version"),
+                ],
+            ),
+        },
+        base + "/{name}/exec": {
+            "post": _node_op(
+                "Run an argv in the environment's container",
+                {"200": _json(_ref("EnvironmentExecResult"))},
+                parameters=[_ENV_PARAM],
+                requestBody=_body("EnvironmentExec"),
+            )
+        },
+        base + "/{name}/versions": {
+            "get": _op(
+                "The stored versions",
+                {"200": _json(_list_of("versions", "EnvironmentVersionInfo"))},
+                parameters=[_ENV_PARAM],
+            ),
+            "post": _node_op(
+                "Commit the container as kohakuriver/{name}:{tag} and store its tarball",
+                {"201": _json(_ref("EnvironmentVersionInfo"), "Created")},
+                parameters=[_ENV_PARAM],
+                requestBody=_body("EnvironmentCommit"),
+            ),
+        },
+        base + "/{name}/versions/{version}": {
+            "delete": _op(
+                "Delete a stored version",
+                {"204": {"description": "Deleted"}},
+                parameters=[_ENV_PARAM, _VERSION_PARAM],
+            )
+        },
+        base + "/{name}/versions/{version}/image": {
+            "get": _op(
+                "The version's docker-save tarball (runner token or Jupyter auth); "
+                "X-Content-SHA256 carries its checksum",
+                {"200": {"description": "The tarball", "content": {"application/x-tar": {}}}},
+                parameters=[_ENV_PARAM, _VERSION_PARAM],
+            )
+        },
+        base + "/{name}/versions/{version}/upload": {
+            "put": _op(
+                "A node uploads a committed version (Authorization: Upload <one-time token>)",
+                {"200": _json({"type": "object"})},
+                parameters=[_ENV_PARAM, _VERSION_PARAM],
+                requestBody={"required": True, "content": {"application/x-tar": {}}},
+            )
         },
     }
 

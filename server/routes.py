@@ -17,6 +17,17 @@ from .handlers.api import (
     TaskHandler,
     TaskLogsHandler,
     TasksHandler,
+    TaskSnapshotHandler,
+    TaskSnapshotsHandler,
+)
+from .handlers.environments import (
+    EnvironmentExecHandler,
+    EnvironmentHandler,
+    EnvironmentImageHandler,
+    EnvironmentsHandler,
+    EnvironmentUploadHandler,
+    EnvironmentVersionHandler,
+    EnvironmentVersionsHandler,
 )
 from .handlers.jobs import (
     BatchResultsHandler,
@@ -29,12 +40,15 @@ from .handlers.sockets import EventsHandler, LogFollowHandler, RunnerSocketHandl
 
 API_PREFIX = "/kohakuriver/api"
 _ID = r"(\d{1,20})"
+_ENV = r"([a-z0-9][a-z0-9_.-]{0,62})"
 
 ROUTES: list[tuple[str, type[Any]]] = [
     (r"/tasks", TasksHandler),
     (rf"/tasks/{_ID}", TaskHandler),
     (rf"/tasks/{_ID}/events", TaskEventsHandler),
-    (rf"/tasks/{_ID}/(kill|pause|resume)", TaskActionHandler),
+    (rf"/tasks/{_ID}/(kill|pause|resume|stop|start)", TaskActionHandler),
+    (rf"/tasks/{_ID}/snapshots", TaskSnapshotsHandler),
+    (rf"/tasks/{_ID}/snapshots/([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})", TaskSnapshotHandler),
     (rf"/tasks/{_ID}/logs", TaskLogsHandler),
     (rf"/tasks/{_ID}/logs/follow", LogFollowHandler),
     (rf"/tasks/{_ID}/job", TaskJobHandler),
@@ -42,6 +56,13 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (rf"/tasks/{_ID}/results", TaskResultsHandler),
     (rf"/tasks/{_ID}/artifacts/([A-Za-z0-9][A-Za-z0-9._-]{{0,99}})", TaskArtifactHandler),
     (rf"/batches/{_ID}/results", BatchResultsHandler),
+    (r"/environments", EnvironmentsHandler),
+    (rf"/environments/{_ENV}", EnvironmentHandler),
+    (rf"/environments/{_ENV}/exec", EnvironmentExecHandler),
+    (rf"/environments/{_ENV}/versions", EnvironmentVersionsHandler),
+    (rf"/environments/{_ENV}/versions/{_ID}", EnvironmentVersionHandler),
+    (rf"/environments/{_ENV}/versions/{_ID}/image", EnvironmentImageHandler),
+    (rf"/environments/{_ENV}/versions/{_ID}/upload", EnvironmentUploadHandler),
     (r"/nodes", NodesHandler),
     (r"/nodes/([A-Za-z0-9._-]{1,63})", NodeHandler),
     (r"/cluster", ClusterHandler),

@@ -12,22 +12,25 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from kohakuriver_lab.ids import new_id
 from kohakuriver_lab.models import ACTIVE_STATUSES, TaskStatus, normalize_image, parse_target
-from kohakuriver_lab.protocol import StartTask, TaskSpec
+from kohakuriver_lab.protocol import ImageFetch, Mount, StartTask, TaskSpec, VpsSpec
 
 from .db.orm import Task
 from .nodes import NodeRegistry
 from .placement import NodeLoad, Placement, Request, choose_node
 from .statemachine import transition
 from .tasktokens import TaskTokens
+
+if TYPE_CHECKING:
+    from .environments import EnvironmentService
 
 ACTIVE_VALUES = [s.value for s in ACTIVE_STATUSES]
 
@@ -105,11 +108,25 @@ def current_loads(session: Session) -> dict[str, NodeLoad]:
     return loads
 
 
-def start_order(task: Task, kill_grace: float, task_token: str | None = None) -> StartTask:
-    """The start order for an assigned task (the task token goes into its environment)."""
+def _mount(text: str) -> Mount:
+    source, target, mode = text.split(":")
+    return Mount(source=source, target=target, read_only=mode == "ro")
+
+
+def start_order(
+    task: Task,
+    kill_grace: float,
+    task_token: str | None = None,
+    fetch: ImageFetch | None = None,
+) -> StartTask:
+    """The start order for an assigned task (the task token goes into its environment;
+    ``fetch`` says where its environment image can be downloaded)."""
     env = dict(task.env or {})
     if task_token:
         env["KOHAKURIVER_TASK_TOKEN"] = task_token
+    vps = None
+    if task.task_type == "vps" and task.ssh_public_key:
+        vps = VpsSpec(ssh_public_keys=[task.ssh_public_key], restore_snapshot=True)
     spec = TaskSpec(
         task_id=task.task_id,
         task_type=task.task_type,  # type: ignore[arg-type]
@@ -122,6 +139,9 @@ def start_order(task: Task, kill_grace: float, task_token: str | None = None) ->
         numa=task.numa,
         backend=backend_of(task),
         image=task.image,
+        fetch=fetch,
+        mounts=[_mount(m) for m in task.mounts or []],
+        vps=vps,
         kill_grace=kill_grace,
     )
     return StartTask(order_id=new_id(), task=spec)
@@ -151,6 +171,7 @@ class Scheduler(LoggingConfigurable):
         super().__init__(**kwargs)
         self._db = db
         self._task_tokens = task_tokens
+        self.environments: EnvironmentService | None = None
         self._registry = registry
         self._send = send
         self._kick_pending = False
@@ -161,7 +182,11 @@ class Scheduler(LoggingConfigurable):
     def order_for(self, task: Task) -> StartTask:
         """The start order of an assigned task, with its task token."""
         token = self._task_tokens.token_for(task.task_id) if self._task_tokens else None
-        return start_order(task, self.kill_grace, token)
+        fetch = None
+        session = object_session(task)
+        if task.environment and self.environments is not None and session is not None:
+            fetch = self.environments.fetch_for(session, task.environment)
+        return start_order(task, self.kill_grace, token, fetch)
 
     def kick(self, *, new_tasks_only: bool = False) -> None:
         """Ask for a dispatch pass soon (coalesced).

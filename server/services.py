@@ -14,6 +14,7 @@ from kohakuriver_lab.models import NodeStatus, TaskStatus
 
 from .artifacts import ArtifactStore
 from .db.orm import Task
+from .environments import EnvironmentService
 from .events import EventBus
 from .gateway import RunnerGateway
 from .jobs import JobService
@@ -40,6 +41,7 @@ class ClusterServices:
     events: EventBus
     jobs: JobService
     task_tokens: TaskTokens
+    environments: EnvironmentService
 
     @classmethod
     def build(
@@ -62,15 +64,36 @@ class ClusterServices:
         scheduler = Scheduler(db, registry, send, task_tokens, parent=parent)
         gateway = RunnerGateway(db, registry, scheduler, logs, parent=parent)
         holder["gateway"] = gateway
+        environments = EnvironmentService(
+            db, registry, gateway, os.path.join(data_dir, "environments"), parent=parent
+        )
+        scheduler.environments = environments
         tasks = TaskService(
-            db, registry, scheduler, send, gateway.is_connected, artifacts, parent=parent
+            db,
+            registry,
+            scheduler,
+            gateway,
+            artifacts,
+            environments,
+            parent=parent,
         )
         jobs = JobService(db, artifacts, events, parent=parent)
         tokens = RunnerTokenService(db, parent=parent)
         with db() as session:
             registry.load(session)
         return cls(
-            engine, db, registry, scheduler, gateway, logs, tasks, tokens, events, jobs, task_tokens
+            engine,
+            db,
+            registry,
+            scheduler,
+            gateway,
+            logs,
+            tasks,
+            tokens,
+            events,
+            jobs,
+            task_tokens,
+            environments,
         )
 
     def summary(self) -> dict[str, int]:

@@ -1,7 +1,8 @@
 """The task state machine: which transitions are legal, and recording them.
 
 Rules (architecture §5): terminal statuses never change, except that a ``lost`` task comes
-back when its runner reconnects and reports it alive or finished. Every transition is written
+back when its runner reconnects and reports it alive or finished, and a ``stopped`` VPS is
+queued again when it is started again. Every transition is written
 to ``task_events`` with its actor and reason, in the caller's transaction.
 """
 
@@ -23,7 +24,7 @@ _RUNNER_OUTCOMES = {S.COMPLETED, S.FAILED, S.KILLED, S.KILLED_OOM, S.STOPPED}
 ALLOWED: dict[S | None, frozenset[S]] = {
     None: frozenset({S.PENDING_APPROVAL, S.PENDING}),
     S.PENDING_APPROVAL: frozenset({S.PENDING, S.REJECTED, S.KILLED}),
-    S.PENDING: frozenset({S.ASSIGNING, S.KILLED}),
+    S.PENDING: frozenset({S.ASSIGNING, S.KILLED, S.STOPPED}),
     # A runner may report a very short task's end before its start reached us.
     S.ASSIGNING: frozenset({S.RUNNING, S.PAUSED, S.PENDING, S.LOST} | _RUNNER_OUTCOMES),
     S.RUNNING: frozenset({S.PAUSED, S.LOST} | _RUNNER_OUTCOMES),
@@ -35,7 +36,7 @@ ALLOWED: dict[S | None, frozenset[S]] = {
     S.FAILED: frozenset(),
     S.KILLED: frozenset(),
     S.KILLED_OOM: frozenset(),
-    S.STOPPED: frozenset(),
+    S.STOPPED: frozenset({S.PENDING}),  # a VPS started again (TaskService.start)
 }
 
 

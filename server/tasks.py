@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session, sessionmaker
+from traitlets import Float
 from traitlets.config import LoggingConfigurable
 
 from kohakuriver_lab.errors import Conflict, InvalidRequest, NotFound, RunnerUnavailable
 from kohakuriver_lab.ids import new_id
 from kohakuriver_lab.models import (
+    SnapshotInfo,
     SubmitResult,
     Target,
     TaskEventInfo,
@@ -23,19 +24,25 @@ from kohakuriver_lab.models import (
     TaskSubmit,
     TaskType,
 )
-from kohakuriver_lab.protocol import KillTask, PauseTask, ResumeTask
+from kohakuriver_lab.protocol import KillTask, PauseTask, ResumeTask, Snapshot
 
 from .artifacts import ArtifactStore
 from .db.orm import Task, TaskEvent
+from .environments import EnvironmentService
 from .events import note_task_changed
+from .gateway import RunnerGateway
+from .mounts import MountPolicy
 from .nodes import NodeRegistry
 from .placement import Request, impossible_reason
-from .scheduler import OrderSender, Scheduler
+from .scheduler import Scheduler
+from .sshkeys import generate_key_pair
 from .statemachine import record_creation, transition
 
 MAX_PAGE = 500
 NOTEBOOK_JOB_COMMAND = ("python", "-m", "kohakuriver_lab.nbjob")
 """What a notebook job runs on the node ('python': the runner's own interpreter)."""
+VPS_COMMAND = ("sshd",)
+"""Shown as a VPS's command; the docker backend runs the image's ``/usr/sbin/sshd``."""
 INPUT_NOTEBOOK = "input.ipynb"
 OUTPUT_NOTEBOOK = "output.ipynb"
 
@@ -63,6 +70,9 @@ def task_info(task: Task) -> TaskInfo:
         priority=task.priority,
         backend=task.backend,
         image=task.image,
+        environment=task.environment,
+        mounts=list(task.mounts or []),
+        ssh_port=task.ssh_port,
         req_cores=task.req_cores,
         req_memory=task.req_memory,
         req_gpus=task.req_gpus,
@@ -86,14 +96,18 @@ def task_info(task: Task) -> TaskInfo:
 class TaskService(LoggingConfigurable):
     """Submit and control tasks; every change is a DB state first, then a runner order."""
 
+    snapshot_timeout = Float(
+        600.0, config=True, help="Seconds to wait for a node to create or list VPS snapshots."
+    )
+
     def __init__(
         self,
         db: sessionmaker[Session],
         registry: NodeRegistry,
         scheduler: Scheduler,
-        send: OrderSender,
-        is_connected: Callable[[str], bool],
+        gateway: RunnerGateway,
         artifacts: ArtifactStore,
+        environments: EnvironmentService,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -101,14 +115,17 @@ class TaskService(LoggingConfigurable):
         self._db = db
         self._registry = registry
         self._scheduler = scheduler
-        self._send = send
-        self._is_connected = is_connected
+        self._gateway = gateway
+        self._send = gateway.send
+        self._is_connected = gateway.is_connected
+        self._environments = environments
+        self.mount_policy = MountPolicy(parent=self)
 
     # -------------------------------------------------------------------------
     # Submit
     # -------------------------------------------------------------------------
 
-    def _check_target(self, body: TaskSubmit, target: Target | None) -> Request:
+    def _check_target(self, body: TaskSubmit, target: Target | None, image: str | None) -> Request:
         gpus = target.gpus if target and target.gpus is not None else body.gpus
         request = Request(
             cores=body.cores,
@@ -117,10 +134,12 @@ class TaskService(LoggingConfigurable):
             gpu_count=gpus if isinstance(gpus, int) else 0,
             node=target.node if target else None,
             numa=target.numa if target else None,
-            backend=body.backend or ("docker" if body.image else None),
+            backend=body.backend or ("docker" if image else None),
         )
-        if body.image and request.backend != "docker":
-            raise InvalidRequest("an image needs the docker backend")
+        if image and request.backend != "docker":
+            raise InvalidRequest("an image or environment needs the docker backend")
+        if body.mounts and request.backend != "docker":
+            raise InvalidRequest("mounts need the docker backend (an image or environment)")
         known = self._registry.names()
         if target is not None and target.node not in known:
             listing = ", ".join(known) or "none registered yet"
@@ -142,9 +161,20 @@ class TaskService(LoggingConfigurable):
             targets = targets * len(sets)
         else:
             sets = [None] * len(targets)
-        checked = {str(t): self._check_target(body, t) for t in targets}
+        image, environment = body.image, None
+        if body.environment:
+            image, _, environment = self._environments.resolve(body.environment)
+        mounts = [self.mount_policy.check(text) for text in body.mounts or []]
+        checked = {str(t): self._check_target(body, t, image) for t in targets}
         requests = [checked[str(t)] for t in targets]
-        command = list(NOTEBOOK_JOB_COMMAND if notebook else body.command or [])
+        private_key = public_key = None
+        if body.task_type is TaskType.VPS:
+            public_key = body.ssh_public_key
+            if body.generate_ssh_key:
+                private_key, public_key = generate_key_pair(f"kohakuriver-vps-{body.name or 'vps'}")
+            command = list(VPS_COMMAND)
+        else:
+            command = list(NOTEBOOK_JOB_COMMAND if notebook else body.command or [])
         input_notebook = json.dumps(body.notebook).encode() if notebook else b""
         now = time.time()
         ids = [new_id() for _ in targets]
@@ -166,8 +196,11 @@ class TaskService(LoggingConfigurable):
                     env=dict(body.env),
                     workdir=body.workdir,
                     priority=body.priority,
-                    backend=body.backend,
-                    image=body.image,
+                    backend=body.backend or ("docker" if image else None),
+                    image=image,
+                    environment=environment,
+                    mounts=mounts or None,
+                    ssh_public_key=public_key,
                     req_cores=body.cores,
                     req_memory=body.memory,
                     req_gpus=gpus,
@@ -185,7 +218,7 @@ class TaskService(LoggingConfigurable):
                     self._artifacts.write(task_id, INPUT_NOTEBOOK, input_notebook)
             session.commit()
         self._scheduler.kick(new_tasks_only=True)
-        return SubmitResult(task_ids=ids, batch_id=ids[0])
+        return SubmitResult(task_ids=ids, batch_id=ids[0], ssh_private_key=private_key)
 
     # -------------------------------------------------------------------------
     # Queries
@@ -309,3 +342,77 @@ class TaskService(LoggingConfigurable):
     def resume(self, task_id: int) -> TaskInfo:
         """Thaw a paused task (the status changes when the runner confirms)."""
         return self._control(task_id, TaskStatus.PAUSED, "resume")
+
+    # -------------------------------------------------------------------------
+    # Docker VPS: stop, start again, snapshots
+    # -------------------------------------------------------------------------
+
+    def _vps(self, session: Session, task_id: int) -> Task:
+        task = load_task(session, task_id)
+        if task.task_type != TaskType.VPS.value:
+            raise Conflict(f"task {task_id} is a {task.task_type} task, not a VPS")
+        return task
+
+    def stop(self, task_id: int, snapshot: bool, actor: str) -> TaskInfo:
+        """Stop a VPS (it ends as ``stopped``), committing a snapshot first if asked."""
+        with self._db() as session:
+            task = self._vps(session, task_id)
+            status = TaskStatus(task.status)
+            if status in (TaskStatus.PENDING, TaskStatus.PENDING_APPROVAL):
+                transition(
+                    session, task, TaskStatus.STOPPED, actor=actor, reason="stopped while queued"
+                )
+            elif status.holds_resources:
+                task.kill_requested = True
+                note_task_changed(session, task)
+            else:
+                raise Conflict(f"VPS {task_id} is not running ({status.value})")
+            session.commit()
+            info = task_info(task)
+        if task.node and status.holds_resources:
+            order = KillTask(
+                order_id=new_id(),
+                task_id=task_id,
+                grace=self._scheduler.kill_grace,
+                stop=True,
+                snapshot=snapshot,
+            )
+            if not self._send(task.node, order):
+                raise RunnerUnavailable(f"node {task.node} is not connected; try again when it is")
+        return info
+
+    def start(self, task_id: int, actor: str) -> TaskInfo:
+        """Queue a stopped VPS again, on its node (where its snapshots are); it starts from
+        its latest snapshot, or from its image when it has none."""
+        with self._db() as session:
+            task = self._vps(session, task_id)
+            if task.status != TaskStatus.STOPPED.value:
+                raise Conflict(f"VPS {task_id} is {task.status}; only a stopped VPS can be started")
+            if task.node:
+                task.target = task.node
+            task.node = None
+            task.assigned_cores, task.assigned_gpus, task.numa = [], [], None
+            task.exit_code, task.ssh_port, task.kill_requested = None, None, False
+            transition(session, task, TaskStatus.PENDING, actor=actor, reason="started again")
+            task.finished_at = None
+            session.commit()
+            info = task_info(task)
+        self._scheduler.kick(new_tasks_only=False)
+        return info
+
+    async def snapshot(
+        self, task_id: int, action: str, tag: str | None = None
+    ) -> list[SnapshotInfo]:
+        """Create, list or delete a VPS's snapshots on its node; the snapshots after it."""
+        with self._db() as session:
+            task = self._vps(session, task_id)
+            node, status = task.node or task.target, TaskStatus(task.status)
+        if action == "create" and status not in (TaskStatus.RUNNING, TaskStatus.PAUSED):
+            raise Conflict(
+                f"VPS {task_id} is {status.value}; only a running VPS can be snapshotted"
+            )
+        if not node:
+            raise Conflict(f"VPS {task_id} has not run on any node yet")
+        order = Snapshot(order_id=new_id(), task_id=task_id, action=action, tag=tag)  # type: ignore[arg-type]
+        result = await self._gateway.request(node.split(":")[0], order, self.snapshot_timeout)
+        return [SnapshotInfo.model_validate(s) for s in result.get("snapshots", [])]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
 
 from kohakuriver_lab.models import LogStream
-from kohakuriver_lab.protocol import RunnerTaskState, TaskReport, TaskSpec
+from kohakuriver_lab.protocol import Request, RunnerTaskState, TaskReport, TaskSpec
+from kohakuriver_lab.runner.errors import UnsupportedOperation
 
 ENTRY_POINT_GROUP = "kohakuriver_lab.runner_backends"
 FINAL_STATES = frozenset({"completed", "failed", "killed", "killed_oom", "stopped"})
@@ -25,10 +27,20 @@ class TaskEvent:
     state: RunnerTaskState
     exit_code: int | None = None
     reason: str | None = None
+    ssh_port: int | None = None
 
     @property
     def final(self) -> bool:
         return self.state in FINAL_STATES
+
+
+@dataclass(frozen=True)
+class HostLink:
+    """How a backend reaches the host over HTTP (environment image downloads and uploads)."""
+
+    url: str
+    token: str = field(repr=False)
+    ssl_context: ssl.SSLContext | None = None
 
 
 class Backend(abc.ABC):
@@ -54,6 +66,11 @@ class Backend(abc.ABC):
         self.options = dict(options or {})  # backend-specific settings (RunnerApp.backend_options)
         self.log = log or logging.getLogger(f"kohakuriver.runner.backends.{self.name}")
         self.events: asyncio.Queue[TaskEvent] = asyncio.Queue()
+        self.host: HostLink | None = None
+
+    def link_host(self, host: HostLink) -> None:
+        """Give the backend the host's URL and this runner's token (never logged)."""
+        self.host = host
 
     def backend_names(self) -> list[str]:
         """The backend names this node advertises in ``hello`` (a composite has several)."""
@@ -73,13 +90,24 @@ class Backend(abc.ABC):
 
     # ===== Orders =====
 
+    async def prepare(self, spec: TaskSpec) -> None:  # noqa: B027 - optional hook
+        """Slow work before :meth:`start` (e.g. downloading an image); runs without blocking
+        other orders and may be cancelled by a kill. Raises :class:`TaskStartError`."""
+
     @abc.abstractmethod
     async def start(self, spec: TaskSpec) -> None:
         """Start a task; raises :class:`TaskStartError` (task recorded as failed)."""
 
     @abc.abstractmethod
-    async def kill(self, task_id: int, grace: float) -> None:
-        """TERM the task's processes, wait ``grace`` seconds, then KILL."""
+    async def kill(
+        self, task_id: int, grace: float, *, stop: bool = False, snapshot: bool = False
+    ) -> None:
+        """TERM the task's processes, wait ``grace`` seconds, then KILL. ``stop`` (a VPS):
+        it ends as ``stopped``, after a snapshot with ``snapshot``."""
+
+    async def handle_request(self, request: Request) -> dict[str, Any]:
+        """Serve a host request (environments, snapshots); the ``ack`` result."""
+        raise UnsupportedOperation(f"the {self.name} backend does not handle {request.type}")
 
     @abc.abstractmethod
     async def pause(self, task_id: int) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from kohakuriver_lab.models import LogStream
-from kohakuriver_lab.protocol import TaskReport, TaskSpec
-from kohakuriver_lab.runner.backends.base import Backend, load_backend_class
-from kohakuriver_lab.runner.errors import TaskNotFound, TaskStartError
+from kohakuriver_lab.protocol import Request, TaskReport, TaskSpec
+from kohakuriver_lab.runner.backends.base import Backend, HostLink, load_backend_class
+from kohakuriver_lab.runner.errors import TaskNotFound, TaskStartError, UnsupportedOperation
 
 
 class MultiBackend(Backend):
@@ -65,8 +65,26 @@ class MultiBackend(Backend):
             raise TaskStartError(f"node {self.node} has no '{spec.backend}' backend (has: {names})")
         await backend.start(spec)
 
-    async def kill(self, task_id: int, grace: float) -> None:
-        await self._require(task_id).kill(task_id, grace)
+    async def prepare(self, spec: TaskSpec) -> None:
+        backend = self.backends.get(spec.backend)
+        if backend is not None:
+            await backend.prepare(spec)
+
+    async def kill(
+        self, task_id: int, grace: float, *, stop: bool = False, snapshot: bool = False
+    ) -> None:
+        await self._require(task_id).kill(task_id, grace, stop=stop, snapshot=snapshot)
+
+    async def handle_request(self, request: Request) -> dict[str, Any]:
+        backend = self.backends.get("docker")
+        if backend is None:
+            raise UnsupportedOperation(f"node {self.node} has no docker backend for {request.type}")
+        return await backend.handle_request(request)
+
+    def link_host(self, host: HostLink) -> None:
+        super().link_host(host)
+        for backend in self.backends.values():
+            backend.link_host(host)
 
     async def pause(self, task_id: int) -> None:
         await self._require(task_id).pause(task_id)

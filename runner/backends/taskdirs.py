@@ -44,12 +44,15 @@ class TaskDirBackend(Backend):
 
     # ===== Orders =====
 
-    async def kill(self, task_id: int, grace: float) -> None:
+    async def kill(
+        self, task_id: int, grace: float, *, stop: bool = False, snapshot: bool = False
+    ) -> None:
         report = self._require(task_id)
         if report.state not in ALIVE:
             return
-        # recorded first: whoever sees the task end knows it was killed
-        taskdir.write_json_atomic(self._dir(task_id) / taskdir.KILL, {"grace": grace})
+        # recorded first: whoever sees the task end knows it was killed (or stopped)
+        order = {"grace": grace, "stop": stop, "snapshot": snapshot}
+        taskdir.write_json_atomic(self._dir(task_id) / taskdir.KILL, order)
         await self._send_kill(task_id, grace, report.state == "paused")
 
     async def pause(self, task_id: int) -> None:
@@ -113,7 +116,12 @@ class TaskDirBackend(Backend):
         if not isinstance(info, dict):
             live = self._live_state(task_id)
             if live is not None:
-                return TaskReport(task_id=task_id, state=live, log_sizes=self.log_sizes(task_id))
+                return TaskReport(
+                    task_id=task_id,
+                    state=live,
+                    log_sizes=self.log_sizes(task_id),
+                    ssh_port=self._ssh_port(task_id),
+                )
             info = taskdir.read_json(path / taskdir.EXIT)  # it may have just finished
             if not isinstance(info, dict):
                 info = {"exit_code": None, "reason": self.LOST_REASON}
@@ -126,6 +134,12 @@ class TaskDirBackend(Backend):
             reason=reason,
             log_sizes=self.log_sizes(task_id),
         )
+
+    def _ssh_port(self, task_id: int) -> int | None:
+        """A VPS's SSH port on this node (``vps.json``), if it has one."""
+        info = taskdir.read_json(self._dir(task_id) / taskdir.VPS)
+        port = info.get("ssh_port") if isinstance(info, dict) else None
+        return port if isinstance(port, int) else None
 
     def _emit_final(self, task_id: int) -> None:
         """Queue the task's final event, if it has ended."""

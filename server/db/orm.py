@@ -38,6 +38,10 @@ class Task(Base):
     priority: Mapped[int] = mapped_column(Integer, default=0)
     backend: Mapped[str | None] = mapped_column(String(32))
     image: Mapped[str | None] = mapped_column(String(255))
+    environment: Mapped[str | None] = mapped_column(String(200))
+    mounts: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    ssh_public_key: Mapped[str | None] = mapped_column(Text)
+    ssh_port: Mapped[int | None] = mapped_column(Integer)
     req_cores: Mapped[int] = mapped_column(Integer, default=1)
     req_memory: Mapped[int | None] = mapped_column(BigInteger)
     req_gpus: Mapped[Any] = mapped_column(JSON, nullable=True)
@@ -115,3 +119,39 @@ class RunnerToken(Base):
     created_at: Mapped[float] = mapped_column(Float)
     last_used_at: Mapped[float | None] = mapped_column(Float)
     revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+# =============================================================================
+# Environments
+# =============================================================================
+
+
+class Environment(Base):
+    """A container environment: built in a container on one node, exported as versions."""
+
+    __tablename__ = "environments"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    node: Mapped[str | None] = mapped_column(String(63))
+    base_image: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class EnvironmentVersion(Base):
+    """One exported image of an environment; the tarball lives in the host's data dir."""
+
+    __tablename__ = "environment_versions"
+
+    name: Mapped[str] = mapped_column(String(63), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    tag: Mapped[str] = mapped_column(String(128))
+    image_id: Mapped[str] = mapped_column(String(100))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_environment_versions_tag", "name", "tag", unique=True),)

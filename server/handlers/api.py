@@ -13,6 +13,7 @@ from kohakuriver_lab.models import (
     TaskStatus,
     TaskSubmit,
     TaskType,
+    VpsStop,
 )
 
 from ..openapi import openapi_document
@@ -111,7 +112,8 @@ class TaskEventsHandler(ClusterAPIHandler):
 
 
 class TaskActionHandler(ClusterAPIHandler):
-    """``POST .../kill``, ``.../pause``, ``.../resume``."""
+    """``POST .../kill``, ``.../pause``, ``.../resume``; for a VPS also ``.../stop`` (body
+    ``{"snapshot": true}`` by default) and ``.../start`` (a stopped one, from its snapshot)."""
 
     @web.authenticated
     @authorized
@@ -122,9 +124,41 @@ class TaskActionHandler(ClusterAPIHandler):
             info = tasks.kill(ident, actor=self.username)
         elif action == "pause":
             info = tasks.pause(ident)
-        else:
+        elif action == "resume":
             info = tasks.resume(ident)
+        elif action == "stop":
+            body = self.parse_body(VpsStop)
+            info = tasks.stop(ident, body.snapshot, actor=self.username)
+        else:
+            info = tasks.start(ident, actor=self.username)
         self.write_json(info, status=202)
+
+
+class TaskSnapshotsHandler(ClusterAPIHandler):
+    """A VPS's snapshots on its node: ``GET`` lists, ``POST`` commits the running container."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, task_id: str) -> None:
+        snapshots = await self.services.tasks.snapshot(parse_id(task_id), "list")
+        self.write_json({"snapshots": [s.model_dump(mode="json") for s in snapshots]})
+
+    @web.authenticated
+    @authorized
+    async def post(self, task_id: str) -> None:
+        snapshots = await self.services.tasks.snapshot(parse_id(task_id), "create")
+        self.write_json({"snapshots": [s.model_dump(mode="json") for s in snapshots]}, 201)
+
+
+class TaskSnapshotHandler(ClusterAPIHandler):
+    """``DELETE`` one snapshot of a VPS."""
+
+    @web.authenticated
+    @authorized
+    async def delete(self, task_id: str, tag: str) -> None:
+        await self.services.tasks.snapshot(parse_id(task_id), "delete", tag)
+        self.set_status(204)
+        self.finish()
 
 
 class TaskLogsHandler(ClusterAPIHandler):

@@ -30,10 +30,17 @@ def test_every_status_has_a_rule() -> None:
     assert set(ALLOWED) == set(S) | {None}
 
 
-@pytest.mark.parametrize("final", sorted(FINAL_STATUSES - {S.LOST}, key=lambda s: s.value))
+@pytest.mark.parametrize(
+    "final", sorted(FINAL_STATUSES - {S.LOST, S.STOPPED}, key=lambda s: s.value)
+)
 def test_terminal_statuses_never_change(final: S) -> None:
     for new in S:
         assert not can_transition(final, new), (final, new)
+
+
+def test_a_stopped_vps_can_only_be_queued_again() -> None:
+    assert [new for new in S if can_transition(S.STOPPED, new)] == [S.PENDING]
+    assert can_transition(S.PENDING, S.STOPPED)  # a queued VPS stopped before it ran
 
 
 def test_lost_revives_only_from_runner_reports() -> None:

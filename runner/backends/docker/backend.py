@@ -19,15 +19,26 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from kohakuriver_lab.protocol import RunnerTaskState, TaskSpec
+from kohakuriver_lab.protocol import (
+    EnvCommit,
+    EnvCreate,
+    EnvExec,
+    EnvRemove,
+    Request,
+    RunnerTaskState,
+    Snapshot,
+    TaskSpec,
+)
 from kohakuriver_lab.runner import taskdir
-from kohakuriver_lab.runner.backends.base import TaskEvent
+from kohakuriver_lab.runner.backends.base import HostLink, TaskEvent
 from kohakuriver_lab.runner.backends.docker.engine import (
     TASK_ID_LABEL,
+    TASK_TYPE_LABEL,
     Engine,
     labels,
     task_container_name,
 )
+from kohakuriver_lab.runner.backends.docker.environments import EnvironmentContainers
 from kohakuriver_lab.runner.backends.docker.errors import (
     ContainerCreationError,
     ContainerNotFoundError,
@@ -35,6 +46,14 @@ from kohakuriver_lab.runner.backends.docker.errors import (
     ImageNotFoundError,
 )
 from kohakuriver_lab.runner.backends.docker.options import DockerOptions
+from kohakuriver_lab.runner.backends.docker.transfer import ImageTransfer
+from kohakuriver_lab.runner.backends.docker.vps import (
+    AUTHORIZED_KEYS,
+    SSH_PORT,
+    VPS_COMMAND,
+    Snapshots,
+    authorized_keys,
+)
 from kohakuriver_lab.runner.backends.docker.watch import ContainerWatch
 from kohakuriver_lab.runner.backends.taskdirs import ALIVE, TaskDirBackend
 from kohakuriver_lab.runner.errors import InvalidTaskState, TaskStartError
@@ -46,12 +65,20 @@ class DockerBackend(TaskDirBackend):
     """Runs tasks in Docker containers with pinned cores, memory limits and GPU requests."""
 
     name = "docker"
-    supported_features = frozenset({"pause", "memory_limit", "cpu_pinning", "gpu", "image"})
+    supported_features = frozenset(
+        {"pause", "memory_limit", "cpu_pinning", "gpu", "image", "vps", "environments"}
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.docker_options = DockerOptions.parse(self.options)
         self.engine = Engine(self.docker_options)
+        self.transfer = ImageTransfer(self.engine, self.state_dir / "tmp", self.log)
+        self.environments = EnvironmentContainers(
+            self.engine, self.transfer, self.docker_options, self.node
+        )
+        self.snapshots = Snapshots(self.engine, self.docker_options.snapshot_keep)
+        self._names: dict[int, str] = {}
         self._watches: dict[int, ContainerWatch] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-call")
@@ -73,6 +100,8 @@ class DockerBackend(TaskDirBackend):
             if task_id is None:
                 continue
             states[task_id] = str(row.get("State", ""))
+            task_type = str(row.get("Labels", {}).get(TASK_TYPE_LABEL, "command"))
+            self._names[task_id] = task_container_name(task_id, task_type)
             path = self._dir(task_id)
             if not path.exists():  # a container without a task dir: report it (an orphan)
                 path.mkdir(parents=True)
@@ -104,6 +133,20 @@ class DockerBackend(TaskDirBackend):
     # Orders
     # =========================================================================
 
+    def link_host(self, host: HostLink) -> None:
+        super().link_host(host)
+        self.transfer.host = host
+
+    async def prepare(self, spec: TaskSpec) -> None:
+        """Download the task's environment image from the host when it is missing here."""
+        if spec.fetch is None or not spec.image:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.transfer.ensure, spec.image, spec.fetch)
+        except DockerError as exc:
+            raise TaskStartError(exc.message) from exc
+
     async def start(self, spec: TaskSpec) -> None:
         task_id = spec.task_id
         path = self._dir(task_id)
@@ -123,7 +166,7 @@ class DockerBackend(TaskDirBackend):
         finally:
             self._starting.discard(task_id)
         self._watch(task_id, paused=False)
-        self.events.put_nowait(TaskEvent(task_id, "running"))
+        self.events.put_nowait(TaskEvent(task_id, "running", ssh_port=self._ssh_port(task_id)))
 
     def _start_sync(self, spec: TaskSpec, path: Path) -> None:
         path.mkdir(parents=True)
@@ -133,17 +176,20 @@ class DockerBackend(TaskDirBackend):
         for stream in taskdir.STREAMS:
             (path / stream).touch()
         image = spec.image or self.docker_options.default_image
+        if spec.vps is not None and spec.vps.restore_snapshot:
+            image = self.snapshots.latest(spec.task_id) or image
         if not image:
             raise ContainerCreationError("the task names no image (and no default_image is set)")
         if not self.engine.image_present(image):
             if not self.docker_options.pull:
                 raise ImageNotFoundError(f"image {image} not found on node {self.node}")
             self.engine.pull(image)
-        name = task_container_name(spec.task_id)
+        name = self._names[spec.task_id] = task_container_name(spec.task_id, spec.task_type)
+        vps = spec.vps
         self.engine.create(
             name=name,
             image=image,
-            command=list(spec.command),
+            command=VPS_COMMAND if vps is not None else list(spec.command),
             labels=labels(spec.task_id, spec.task_type, self.node),
             env=self._env(spec),
             workdir=spec.workdir,
@@ -151,8 +197,16 @@ class DockerBackend(TaskDirBackend):
             numa=spec.numa,
             memory=spec.memory,
             gpus=list(spec.gpus),
+            mounts=[(m.source, m.target, m.read_only) for m in spec.mounts],
+            ports={SSH_PORT: (self.docker_options.ssh_address, None)} if vps else None,
+            hostname=name if vps else None,
         )
+        if vps is not None:
+            self.engine.put_file(name, AUTHORIZED_KEYS, authorized_keys(vps.ssh_public_keys))
         self.engine.start(name)
+        if vps is not None:
+            port = self.engine.host_port(name, SSH_PORT)
+            taskdir.write_json_atomic(path / taskdir.VPS, {"ssh_port": port, "image": image})
 
     def _env(self, spec: TaskSpec) -> dict[str, str]:
         """User env plus ours; the runner's own environment (token included) never enters."""
@@ -172,7 +226,7 @@ class DockerBackend(TaskDirBackend):
 
     async def _discard_failed(self, task_id: int) -> int | None:
         """Remove a container that failed to start; its exit code when Docker set one."""
-        name = task_container_name(task_id)
+        name = self._name(task_id)
         exit_code: int | None = None
         try:
             state = (await self._call(self.engine.inspect, name))["State"]
@@ -184,7 +238,7 @@ class DockerBackend(TaskDirBackend):
         return exit_code
 
     async def _send_kill(self, task_id: int, grace: float, paused: bool) -> None:
-        name = task_container_name(task_id)
+        name = self._name(task_id)
         if paused:
             await self._ignore_conflict(self.engine.unpause, name)
         if grace <= 0:
@@ -200,7 +254,7 @@ class DockerBackend(TaskDirBackend):
         threading.Thread(target=stop, name=f"docker-stop-{task_id}", daemon=True).start()
 
     async def _apply_paused(self, task_id: int, paused: bool) -> None:
-        name = task_container_name(task_id)
+        name = self._name(task_id)
         await self._ignore_conflict(self.engine.pause if paused else self.engine.unpause, name)
         watch = self._watches.get(task_id)
         if watch is not None:
@@ -217,8 +271,35 @@ class DockerBackend(TaskDirBackend):
         watch = self._watches.pop(task_id, None)
         if watch is not None:
             watch.close()  # a task being killed is removed below: no final report follows
-        await self._call(self.engine.remove, task_container_name(task_id))
+        await self._call(self.engine.remove, self._name(task_id))
         await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, path, True)
+        self._names.pop(task_id, None)
+
+    async def handle_request(self, request: Request) -> dict[str, Any]:
+        """Environment containers and VPS snapshots (in a thread: commits take a while)."""
+        loop = asyncio.get_running_loop()
+        envs = self.environments
+        if isinstance(request, EnvCreate):
+            return await loop.run_in_executor(None, envs.create, request)
+        if isinstance(request, EnvExec):
+            return await loop.run_in_executor(None, envs.exec, request)
+        if isinstance(request, EnvCommit):
+            return await loop.run_in_executor(None, envs.commit, request)
+        if isinstance(request, EnvRemove):
+            return await loop.run_in_executor(None, envs.remove, request)
+        assert isinstance(request, Snapshot)
+        return await loop.run_in_executor(None, self._snapshot, request)
+
+    def _snapshot(self, request: Snapshot) -> dict[str, Any]:
+        task_id = request.task_id
+        if request.action == "create":
+            report = self._report(task_id)
+            if report is None or report.state not in ALIVE:
+                raise InvalidTaskState(f"VPS {task_id} is not running on node {self.node}")
+            self.snapshots.create(task_id, self._name(task_id))
+        elif request.action == "delete":
+            self.snapshots.delete(task_id, request.tag or "")
+        return {"snapshots": self.snapshots.list(task_id)}
 
     async def images(self) -> list[str]:
         try:
@@ -246,14 +327,28 @@ class DockerBackend(TaskDirBackend):
             if not any(s in text for s in ("is not running", "is already paused", "not paused")):
                 raise
 
+    def _name(self, task_id: int) -> str:
+        """The task's container name (a VPS's differs), from memory or its spec."""
+        name = self._names.get(task_id)
+        if name is None:
+            spec = taskdir.read_json(self._dir(task_id) / taskdir.SPEC)
+            task_type = spec.get("task_type", "command") if isinstance(spec, dict) else "command"
+            name = self._names[task_id] = task_container_name(task_id, str(task_type))
+        return name
+
+    def _snapshot_on_stop(self, task_id: int) -> str:
+        """Commit a stopped VPS (called by its watcher before the exit is recorded)."""
+        return self.snapshots.create(task_id, self._name(task_id))
+
     def _watch(self, task_id: int, *, paused: bool) -> None:
         watch = ContainerWatch(
             engine=self.engine,
             task_id=task_id,
-            name=task_container_name(task_id),
+            name=self._name(task_id),
             path=self._dir(task_id),
             on_exit=self._on_exit_threadsafe,
             log=self.log,
+            snapshot=self._snapshot_on_stop,
         )
         watch.paused = paused
         self._watches[task_id] = watch

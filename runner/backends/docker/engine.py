@@ -7,9 +7,13 @@ Containers are addressed by name (``kohakuriver-task-{id}``).
 from __future__ import annotations
 
 import contextlib
+import io
+import os
+import signal
+import tarfile
 import threading
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import IO, Any, Protocol
 
 import docker
 import docker.errors
@@ -18,9 +22,12 @@ import docker.utils
 
 from kohakuriver_lab.runner.backends.docker.errors import (
     ContainerCreationError,
+    ContainerExecutionError,
     ContainerNotFoundError,
     DockerConnectionError,
     DockerError,
+    ImageExportError,
+    ImageImportError,
     ImageNotFoundError,
     ResourceAllocationError,
 )
@@ -30,12 +37,20 @@ MANAGED_LABEL = "kohakuriver.managed"
 TASK_ID_LABEL = "kohakuriver.task_id"
 TASK_TYPE_LABEL = "kohakuriver.task_type"
 NODE_LABEL = "kohakuriver.node"
+ENV_LABEL = "kohakuriver.environment"
 TASK_PREFIX = "kohakuriver-task-"
+VPS_PREFIX = "kohakuriver-vps-"
+ENV_PREFIX = "kohakuriver-env-"
 POOL_SIZE = 256  # each watched container holds two streaming connections
 
 
-def task_container_name(task_id: int) -> str:
-    return f"{TASK_PREFIX}{task_id}"
+def task_container_name(task_id: int, task_type: str = "command") -> str:
+    """``kohakuriver-vps-{id}`` for a VPS, ``kohakuriver-task-{id}`` for the others."""
+    return f"{VPS_PREFIX if task_type == 'vps' else TASK_PREFIX}{task_id}"
+
+
+def env_container_name(name: str) -> str:
+    return f"{ENV_PREFIX}{name}"
 
 
 def labels(task_id: int, task_type: str, node: str) -> dict[str, str]:
@@ -147,6 +162,131 @@ class Engine:
             return False
         return True
 
+    def image_id(self, image: str) -> str | None:
+        """The ID of a local image (``None`` when absent)."""
+        try:
+            with translate(f"inspecting image {image}"):
+                info = self.api.inspect_image(image)
+        except (ImageNotFoundError, ContainerNotFoundError):
+            return None
+        return str(info.get("Id"))
+
+    def images_of(self, repository: str) -> list[dict[str, Any]]:
+        """Local images of one repository (``docker images REPO`` rows)."""
+        with translate(f"listing images of {repository}"):
+            rows: list[dict[str, Any]] = self.api.images(name=repository)
+        return rows
+
+    def remove_image(self, image: str) -> None:
+        """Untag/remove an image; a missing one is fine."""
+        try:
+            with translate(f"removing image {image}"):
+                self.api.remove_image(image)
+        except (ImageNotFoundError, ContainerNotFoundError):
+            pass
+
+    def image_config(self, image: str) -> dict[str, Any]:
+        """An image's ``Config`` (CMD, ENV, ...)."""
+        with translate(f"inspecting image {image}"):
+            config: dict[str, Any] = self.api.inspect_image(image).get("Config") or {}
+        return config
+
+    def commit(self, name: str, repository: str, tag: str, changes: list[str] | None = None) -> str:
+        """Commit a container (paused while committing) to ``repository:tag``; the image ID.
+        ``changes`` are Dockerfile instructions applied to the image (e.g. ``CMD [...]``)."""
+        with translate(f"committing container {name}", ImageExportError):
+            result = self.api.commit(
+                name, repository=repository, tag=tag, pause=True, changes=changes or None
+            )
+        return str(result.get("Id"))
+
+    def save(self, image: str) -> Iterator[bytes]:
+        """``docker save`` of one image, as chunks."""
+        with translate(f"exporting image {image}", ImageExportError):
+            chunks: Iterator[bytes] = self.api.get_image(image, chunk_size=1 << 20)
+        return chunks
+
+    def load(self, data: IO[bytes]) -> None:
+        """``docker load`` from a file object."""
+        with translate("loading an image", ImageImportError):
+            for _ in self.api.load_image(data):
+                pass
+
+    def put_file(self, name: str, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Write one file (parents as 0700 root dirs) into a created container."""
+        buffer = io.BytesIO()
+        parts = path.strip("/").split("/")
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for depth in range(1, len(parts)):
+                info = tarfile.TarInfo("/".join(parts[:depth]))
+                info.type, info.mode = tarfile.DIRTYPE, 0o700
+                tar.addfile(info)
+            info = tarfile.TarInfo("/".join(parts))
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+        with translate(f"writing {path} into container {name}", ContainerCreationError):
+            self.api.put_archive(name, "/", buffer.getvalue())
+
+    def host_port(self, name: str, port: int) -> int | None:
+        """The node port published for a container port (``None`` if not published)."""
+        ports = self.inspect(name).get("NetworkSettings", {}).get("Ports") or {}
+        for binding in ports.get(f"{port}/tcp") or []:
+            host_port = binding.get("HostPort")
+            if host_port and str(host_port).isdigit():
+                return int(host_port)
+        return None
+
+    def exec_run(
+        self,
+        name: str,
+        command: list[str],
+        *,
+        workdir: str | None,
+        env: dict[str, str],
+        timeout: float,
+        max_bytes: int,
+    ) -> dict[str, Any]:
+        """Run an argv in a running container; exit code and (capped) output. Past
+        ``timeout`` the process is killed (by its PID on this node)."""
+        with translate(f"running a command in container {name}", ContainerExecutionError):
+            exec_id = self.api.exec_create(
+                name, command, workdir=workdir, environment=env, stdout=True, stderr=True
+            )["Id"]
+            stream = self.api.exec_start(exec_id, stream=True, demux=True)
+        output = {"stdout": bytearray(), "stderr": bytearray()}
+        truncated = False
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            with contextlib.suppress(Exception):
+                pid = int(self.api.exec_inspect(exec_id).get("Pid") or 0)
+                if pid > 0:
+                    os.kill(pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, on_timeout)
+        timer.start()
+        try:
+            with translate(f"reading a command's output in container {name}"):
+                for out, err in stream:
+                    for key, chunk in (("stdout", out), ("stderr", err)):
+                        if not chunk:
+                            continue
+                        room = max_bytes - len(output[key])
+                        truncated = truncated or len(chunk) > room
+                        output[key] += chunk[: max(room, 0)]
+        finally:
+            timer.cancel()
+        with translate(f"inspecting a command in container {name}"):
+            code = self.api.exec_inspect(exec_id).get("ExitCode")
+        return {
+            "exit_code": code if isinstance(code, int) else None,
+            "stdout": output["stdout"].decode("utf-8", errors="replace"),
+            "stderr": output["stderr"].decode("utf-8", errors="replace"),
+            "truncated": truncated,
+            "timed_out": timed_out.is_set(),
+        }
+
     def pull(self, image: str) -> None:
         repository, tag = docker.utils.parse_repository_tag(image)
         with translate(f"pulling image {image}", ImageNotFoundError):
@@ -167,14 +307,23 @@ class Engine:
         numa: int | None,
         memory: int | None,
         gpus: list[int],
+        mounts: Sequence[tuple[str, str, bool]] = (),
+        ports: dict[int, tuple[str, None]] | None = None,
+        hostname: str | None = None,
     ) -> str:
-        """Create (not start) a task container; returns its id."""
+        """Create (not start) a task container; returns its id.
+
+        ``mounts`` add to the configured ones as ``(node path, container path, read_only)``;
+        ``ports`` publish container ports on a node address (a free port is chosen)."""
         opts = self.options
         device_requests = None
         if gpus:
             ids = [str(g) for g in gpus]
             device_requests = [docker.types.DeviceRequest(device_ids=ids, capabilities=[["gpu"]])]
         log_config = docker.types.LogConfig(type=opts.log_driver, config=opts.log_options)
+        binds = opts.binds()
+        for source, target, read_only in mounts:
+            binds[source] = {"bind": target, "mode": "ro" if read_only else "rw"}
         with translate(f"creating container {name}", ContainerCreationError):
             host_config = self.api.create_host_config(
                 cpuset_cpus=",".join(str(c) for c in cores) if cores else None,
@@ -182,7 +331,8 @@ class Engine:
                 mem_limit=memory,
                 memswap_limit=memory,
                 device_requests=device_requests,
-                binds=opts.binds() or None,
+                binds=binds or None,
+                port_bindings=ports or None,
                 network_mode=opts.network_mode,
                 init=opts.init or None,
                 log_config=log_config,
@@ -198,6 +348,8 @@ class Engine:
                 detach=True,
                 tty=False,
                 stdin_open=False,
+                ports=list(ports) if ports else None,
+                hostname=hostname,
             )
         return str(created["Id"])
 
@@ -258,4 +410,5 @@ class Engine:
         filters = {"label": [f"{MANAGED_LABEL}=true", f"{NODE_LABEL}={node}"]}
         with translate("listing containers"):
             rows: list[dict[str, Any]] = self.api.containers(all=True, filters=filters)
-        return [r for r in rows if any(n.lstrip("/").startswith(TASK_PREFIX) for n in r["Names"])]
+        prefixes = (TASK_PREFIX, VPS_PREFIX)
+        return [r for r in rows if any(n.lstrip("/").startswith(prefixes) for n in r["Names"])]

@@ -21,6 +21,8 @@ class DockerOptions:
     - ``init``: run Docker's init as PID 1 so ``kill`` grace works (default ``True``)
     - ``log_driver`` / ``log_options``: the container log driver; ``local`` keeps raw bytes,
       which a restarted runner replays to resume the task's log files
+    - ``ssh_address``: the node address VPS SSH ports are published on (default ``0.0.0.0``)
+    - ``snapshot_keep``: VPS snapshots kept per VPS, newest first (default 3; 0 keeps all)
     """
 
     base_url: str | None = None
@@ -31,6 +33,8 @@ class DockerOptions:
     init: bool = True
     log_driver: str = "local"
     log_options: dict[str, str] = field(default_factory=dict)
+    ssh_address: str = "0.0.0.0"
+    snapshot_keep: int = 3
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> DockerOptions:
@@ -53,6 +57,8 @@ class DockerOptions:
             init=_bool(options, "init", True),
             log_driver=_opt_str(options, "log_driver") or "local",
             log_options={str(k): str(v) for k, v in log_options.items()},
+            ssh_address=_opt_str(options, "ssh_address") or "0.0.0.0",
+            snapshot_keep=_int(options, "snapshot_keep", 3),
         )
 
     def binds(self) -> dict[str, dict[str, str]]:
@@ -85,4 +91,11 @@ def _bool(options: dict[str, Any], key: str, default: bool) -> bool:
     value = options.get(key, default)
     if not isinstance(value, bool):
         raise ValueError(f"docker option {key!r} must be true or false")
+    return value
+
+
+def _int(options: dict[str, Any], key: str, default: int) -> int:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"docker option {key!r} must be a whole number >= 0")
     return value

@@ -38,8 +38,10 @@ class ContainerWatch:
         path: Path,
         on_exit: Callable[[int], None],
         log: logging.Logger,
+        snapshot: Callable[[int], str] | None = None,
     ) -> None:
         self.engine = engine
+        self.snapshot = snapshot
         self.task_id = task_id
         self.name = name
         self.path = path
@@ -82,10 +84,25 @@ class ContainerWatch:
         if info is None or self.closed:
             return
         if taskdir.read_json(self.path / taskdir.EXIT) is None:
-            info["killed"] = (self.path / taskdir.KILL).exists()
+            order = taskdir.read_json(self.path / taskdir.KILL)
+            info["killed"] = order is not None
+            if isinstance(order, dict) and order.get("stop"):
+                info["stopped"] = True
+                info["reason"] = self._stop_reason(bool(order.get("snapshot")))
             taskdir.write_json_atomic(self.path / taskdir.EXIT, info)
         if not self.closed:
             self.on_exit(self.task_id)
+
+    def _stop_reason(self, snapshot: bool) -> str:
+        """Take the snapshot a stop asked for (the container has stopped); the reason."""
+        if not snapshot or self.snapshot is None:
+            return "stopped on request (no snapshot)"
+        try:
+            image = self.snapshot(self.task_id)
+        except DockerError as exc:
+            self.log.error("snapshot of VPS %s failed: %s", self.task_id, exc.message)
+            return f"stopped on request; the snapshot failed: {exc.message}"
+        return f"stopped on request; snapshot {image}"
 
     def _follow(self) -> dict[str, Any] | None:
         """Pump logs until the container stops; its exit record (``None`` once closed)."""
