@@ -46,6 +46,8 @@ RESOURCE_FIELDS = (
     "targets",
     "env",
     "image",
+    "environment",
+    "mounts",
     "workdir",
     "priority",
     "backend",

@@ -55,7 +55,7 @@ def _resource_args(p: argparse.ArgumentParser) -> None:
         dest="env_name",
         default=None,
         metavar="NAME",
-        help="named container environment (docker backend; same as --image)",
+        help="container environment NAME or NAME:TAG (docker backend; see /environments)",
     )
     group.add_argument("--image", default=None, metavar="IMG", help="container image to run in")
     p.add_argument(
@@ -227,7 +227,8 @@ def _resources(args: argparse.Namespace) -> dict[str, Any]:
         "gpus": _gpus(args.gpus),
         "targets": args.target,
         "env": _env(args.setenv),
-        "image": args.image or args.env_name,
+        "image": args.image,
+        "environment": args.env_name,
         "workdir": args.workdir,
         "priority": args.priority,
     }

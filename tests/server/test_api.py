@@ -81,7 +81,9 @@ async def test_impossible_requests_are_refused(api: Any, host_url: str, runner_t
         status, data = await api.call(
             "POST", "tasks", {"command": ["true"], "image": "alpine", "backend": "local"}
         )
-        assert status == 400 and "an image or environment needs the docker backend" in data["message"]
+        assert (
+            status == 400 and "an image or environment needs the docker backend" in data["message"]
+        )
         status, data = await api.call("POST", "tasks", {"command": ["true"], "image": "a b --rm"})
         assert status == 400 and "invalid image reference" in data["message"]
     finally:
