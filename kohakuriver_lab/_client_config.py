@@ -14,6 +14,10 @@ TOKEN_ENV = "KOHAKURIVER_TOKEN"
 CONFIG_ENV = "KOHAKURIVER_CONFIG"
 
 
+API_TOKEN_PREFIX = "kra_"
+"""Personal API tokens start with this (see ``server/users.py``)."""
+
+
 class ClientConfigError(KohakuRiverError):
     """The client does not know which host to talk to, or its config file is unreadable."""
 
@@ -29,6 +33,14 @@ class ClientConfig:
     def api_url(self) -> str:
         """Base of the REST API, ending in ``/``."""
         return f"{self.url}kohakuriver/api/"
+
+    def auth_headers(self) -> dict[str, str]:
+        """``Authorization`` for the token: a personal API token (``kra_...``) as ``Bearer``,
+        a Jupyter server token as ``token``."""
+        if not self.token:
+            return {}
+        scheme = "Bearer" if self.token.startswith(API_TOKEN_PREFIX) else "token"
+        return {"Authorization": f"{scheme} {self.token}"}
 
 
 def config_path() -> Path:

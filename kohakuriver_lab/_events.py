@@ -142,7 +142,7 @@ class EventHub:
         return f"{base}events?{urlencode({'topics': ','.join(sorted(topics))})}"
 
     async def _run(self, topics: frozenset[str]) -> None:
-        headers = {"Authorization": f"token {self.config.token}"} if self.config.token else {}
+        headers = self.config.auth_headers()
         delay = 0.1
         while True:
             try:

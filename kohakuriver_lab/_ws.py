@@ -53,7 +53,7 @@ async def follow(
 ) -> AsyncIterator[tuple[str, str]]:
     """Yield ``(stream, text)`` until the host sends ``end``."""
     url = follow_url(config, task_id, stream, offset)
-    headers = {"Authorization": f"token {config.token}"} if config.token else {}
+    headers = config.auth_headers()
     try:
         async with connect(
             url, additional_headers=headers, open_timeout=timeout, max_size=MAX_FRAME_BYTES

@@ -75,8 +75,7 @@ class _ClientBase:
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": f"kohakuriver-lab-client/{__version__}"}
-        if self.config.token:
-            headers["Authorization"] = f"token {self.config.token}"
+        headers.update(self.config.auth_headers())
         return headers
 
     def __repr__(self) -> str:

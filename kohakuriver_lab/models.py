@@ -784,3 +784,208 @@ class SnapshotInfo(BaseModel):
     image: str
     created: float
     size: int = 0
+
+
+# =============================================================================
+# Users, roles, API tokens, invitations, quotas, audit
+# =============================================================================
+
+
+class Role(str, enum.Enum):
+    """Cluster roles, each including the one before: viewer < user < operator < admin."""
+
+    VIEWER = "viewer"
+    USER = "user"
+    OPERATOR = "operator"
+    ADMIN = "admin"
+
+    @property
+    def rank(self) -> int:
+        return _ROLE_RANK[self]
+
+    def at_least(self, other: Role) -> bool:
+        return self.rank >= other.rank
+
+
+_ROLE_RANK = {Role.VIEWER: 1, Role.USER: 2, Role.OPERATOR: 3, Role.ADMIN: 4}
+
+
+class Scope(str, enum.Enum):
+    """What an API token may do, within its user's role."""
+
+    READ = "read"
+    SUBMIT = "submit"
+    ADMIN = "admin"
+
+
+_GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+def _check_groups(groups: list[str] | None) -> list[str] | None:
+    for group in groups or []:
+        if not _GROUP_RE.match(group):
+            raise ValueError(f"invalid group name {group!r}")
+    return groups
+
+
+class Me(BaseModel):
+    """Who the caller is to the cluster."""
+
+    username: str
+    role: Role
+    groups: list[str] = Field(default_factory=list)
+    scopes: list[Scope] | None = Field(default=None, description="API token scopes, if any")
+    via: str = Field(description="'jupyter' (login or server token) or 'api-token'")
+
+
+class UserInfo(BaseModel):
+    """A cluster user."""
+
+    username: str
+    role: Role
+    active: bool
+    groups: list[str] = Field(default_factory=list)
+    has_password: bool = False
+    created_by: str
+    created_at: float
+    last_seen_at: float | None = None
+
+
+class UserUpdate(BaseModel):
+    """Body of ``PATCH /kohakuriver/api/users/{name}`` (admins)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    active: bool | None = None
+    groups: list[str] | None = Field(default=None, max_length=32)
+
+    _groups = field_validator("groups")(_check_groups)
+
+
+class UserCreate(BaseModel):
+    """Body of ``POST /kohakuriver/api/users`` (admins): add a member before their first login
+    (a JupyterHub user, a service account)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
+    role: Role = Role.USER
+    groups: list[str] = Field(default_factory=list, max_length=32)
+
+    _groups = field_validator("groups")(_check_groups)
+
+
+class ApiTokenCreate(BaseModel):
+    """Body of ``POST /kohakuriver/api/tokens``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100)
+    username: str | None = Field(
+        default=None, description="admins: issue the token to this user (default: yourself)"
+    )
+    scopes: list[Scope] | None = Field(default=None, description="none: everything the role may do")
+    expires_in_days: float | None = Field(default=90, gt=0, le=3650)
+
+
+class ApiTokenInfo(BaseModel):
+    """An API token without its secret (``token`` only in the create response)."""
+
+    token_id: SnowflakeID
+    username: str
+    name: str
+    scopes: list[Scope] | None = None
+    created_at: float
+    expires_at: float | None = None
+    last_used_at: float | None = None
+    revoked: bool = False
+    token: str | None = Field(default=None, description="only in the response to the create call")
+
+
+class InvitationCreate(BaseModel):
+    """Body of ``POST /kohakuriver/api/invitations``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role = Role.USER
+    groups: list[str] = Field(default_factory=list, max_length=32)
+    max_uses: int = Field(default=1, ge=1, le=1000)
+    expires_in_hours: float = Field(default=72, gt=0, le=720)
+
+    _groups = field_validator("groups")(_check_groups)
+
+
+class InvitationInfo(BaseModel):
+    """An invitation without its secret (``token`` and ``url`` only when created)."""
+
+    invitation_id: SnowflakeID
+    role: Role
+    groups: list[str] = Field(default_factory=list)
+    max_uses: int
+    uses: int
+    created_by: str
+    created_at: float
+    expires_at: float
+    revoked: bool = False
+    token: str | None = None
+    url: str | None = Field(default=None, description="the registration page for this invitation")
+
+
+class Registration(BaseModel):
+    """Body of ``POST /kohakuriver/register``: an invitation token, a user name, a password."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str = Field(min_length=16, max_length=200)
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=10, max_length=1024)
+
+    @field_validator("username")
+    @classmethod
+    def _check_username(cls, value: str) -> str:
+        if not re.match(r"^[a-z][a-z0-9._-]{0,63}$", value):
+            raise ValueError("user names are lower-case letters, digits, '.', '_', '-'")
+        return value
+
+
+class QuotaInfo(BaseModel):
+    """Limits of a user (``user:NAME``) or a group (``group:NAME``); null: no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subject: str = Field(pattern=r"^(user|group):[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
+    max_gpus: int | None = Field(default=None, ge=0)
+    max_cores: int | None = Field(default=None, ge=0)
+    max_tasks: int | None = Field(default=None, ge=0)
+    max_vps: int | None = Field(default=None, ge=0)
+
+
+class ClusterSettings(BaseModel):
+    """Run-time settings admins change (``GET``/``PATCH /kohakuriver/api/settings``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    approvals_required: bool = Field(
+        default=False, description="submissions of 'user' role wait in pending_approval"
+    )
+
+
+class TaskReject(BaseModel):
+    """Body of ``POST /kohakuriver/api/tasks/{id}/reject``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000)
+
+
+class AuditEventInfo(BaseModel):
+    """One audit log entry."""
+
+    event_id: SnowflakeID
+    at: float
+    actor: str
+    action: str
+    target: str | None = None
+    detail: dict[str, Any] | None = None
+    address: str | None = None

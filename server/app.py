@@ -150,6 +150,7 @@ class ClusterHostApp(ExtensionApp):
                 with services.db() as session:
                     services.registry.flush(session)
                     session.commit()
+                services.api_tokens.flush_last_used()
             services.scheduler.kick()
         except Exception:
             self.log.exception("kohakuriver background sweep failed")
@@ -165,6 +166,7 @@ class ClusterHostApp(ExtensionApp):
             with self.services.db() as session:
                 self.services.registry.flush(session)
                 session.commit()
+            self.services.api_tokens.flush_last_used()
             self.services.engine.dispose()
 
 

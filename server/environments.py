@@ -84,6 +84,18 @@ def image_fetch(row: EnvironmentVersion) -> ImageFetch:
     )
 
 
+MAX_VERSION = 2**31 - 1
+"""Versions are numbered in an INTEGER column: 32 bits on PostgreSQL."""
+
+
+def _version_row(session: Session, name: str, version: int) -> EnvironmentVersion | None:
+    """One stored version; None for a number no version can have (PostgreSQL would refuse
+    to compare it with the column)."""
+    if not 0 <= version <= MAX_VERSION:
+        return None
+    return session.get(EnvironmentVersion, (name, version))
+
+
 def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -375,7 +387,7 @@ class EnvironmentService(LoggingConfigurable):
     def delete_version(self, name: str, version: int) -> None:
         """Delete one stored version (nodes keep images they already loaded)."""
         with self._db() as session:
-            row = session.get(EnvironmentVersion, (name, version))
+            row = _version_row(session, name, version)
             if row is None:
                 raise NotFound(f"environment {name!r} has no version {version}")
             session.delete(row)
@@ -492,7 +504,7 @@ class EnvironmentService(LoggingConfigurable):
     def tarball(self, name: str, version: int) -> tuple[Path, EnvironmentVersionInfo]:
         """A stored version's file and description (404 when gone)."""
         with self._db() as session:
-            row = session.get(EnvironmentVersion, (name, version))
+            row = _version_row(session, name, version)
             if row is None:
                 raise NotFound(f"environment {name!r} has no version {version}")
             info = version_info(row)

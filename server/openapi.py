@@ -10,6 +10,10 @@ from pydantic.json_schema import models_json_schema
 
 from kohakuriver_lab import __version__
 from kohakuriver_lab.models import (
+    ApiTokenCreate,
+    ApiTokenInfo,
+    AuditEventInfo,
+    ClusterSettings,
     EnvironmentCommit,
     EnvironmentCreate,
     EnvironmentExec,
@@ -19,6 +23,7 @@ from kohakuriver_lab.models import (
     JobProgress,
     JobResult,
     LogChunk,
+    Me,
     NodeInfo,
     RunnerTokenCreate,
     RunnerTokenInfo,
@@ -27,7 +32,11 @@ from kohakuriver_lab.models import (
     TaskEventInfo,
     TaskInfo,
     TaskPage,
+    TaskReject,
     TaskSubmit,
+    UserCreate,
+    UserInfo,
+    UserUpdate,
     VpsStop,
 )
 
@@ -51,6 +60,15 @@ MODELS: list[type[BaseModel]] = [
     EnvironmentVersionInfo,
     VpsStop,
     SnapshotInfo,
+    Me,
+    UserInfo,
+    UserCreate,
+    UserUpdate,
+    ApiTokenCreate,
+    ApiTokenInfo,
+    ClusterSettings,
+    TaskReject,
+    AuditEventInfo,
 ]
 
 
@@ -119,8 +137,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 def _paths() -> dict[str, Any]:
     task_action = {
         "post": _op(
-            "Kill, pause or resume a task; stop (body VpsStop, optional) or start a VPS "
-            "(202: the runner carries it out)",
+            "Kill, pause or resume a task; stop (body VpsStop, optional) or start a VPS; "
+            "approve or reject (body TaskReject) a task waiting for approval (operators)",
             {"202": _json(_ref("TaskInfo"))},
             parameters=[
                 _ID_PARAM,
@@ -130,7 +148,15 @@ def _paths() -> dict[str, Any]:
                     "required": True,
                     "schema": {
                         "type": "string",
-                        "enum": ["kill", "pause", "resume", "stop", "start"],
+                        "enum": [
+                            "kill",
+                            "pause",
+                            "resume",
+                            "stop",
+                            "start",
+                            "approve",
+                            "reject",
+                        ],
                     },
                 },
             ],
@@ -241,18 +267,11 @@ def _paths() -> dict[str, Any]:
         },
         "/kohakuriver/api/me": {
             "get": _op(
-                "Who the caller is to the cluster (the owner name of their tasks)",
-                {
-                    "200": _json(
-                        {
-                            "type": "object",
-                            "required": ["username"],
-                            "properties": {"username": {"type": "string"}},
-                        }
-                    )
-                },
+                "Who the caller is to the cluster: name, role, groups, token scopes",
+                {"200": _json(_ref("Me"))},
             )
         },
+        **_people_paths(),
         "/kohakuriver/api/cluster": {
             "get": _op("Cluster summary", {"200": _json(_ref("ClusterSummary"))})
         },
@@ -341,6 +360,72 @@ def _paths() -> dict[str, Any]:
         },
         "/kohakuriver/api/openapi.json": {
             "get": _op("This document", {"200": {"description": "OpenAPI 3 document"}})
+        },
+    }
+
+
+def _people_paths() -> dict[str, Any]:
+    base = "/kohakuriver/api"
+    return {
+        base + "/users": {
+            "get": _op(
+                "Every cluster user (operators)", {"200": _json(_list_of("users", "UserInfo"))}
+            ),
+            "post": _op(
+                "Add a member before their first login (admins; audited)",
+                {"201": _json(_ref("UserInfo"), "Created")},
+                requestBody=_body("UserCreate"),
+            ),
+        },
+        base + "/users/{name}": {
+            "get": _op(
+                "One user (operators)", {"200": _json(_ref("UserInfo"))}, parameters=[_NAME_PARAM]
+            ),
+            "patch": _op(
+                "Change a user's role, groups or active flag (admins; audited)",
+                {"200": _json(_ref("UserInfo"))},
+                parameters=[_NAME_PARAM],
+                requestBody=_body("UserUpdate"),
+            ),
+        },
+        base + "/tokens": {
+            "get": _op(
+                "Your API tokens (admins: all=true for everyone's), without secrets",
+                {"200": _json(_list_of("tokens", "ApiTokenInfo"))},
+                parameters=[_query("all", {"type": "boolean"}, "everyone's (admins)")],
+            ),
+            "post": _op(
+                "Create an API token (the secret is shown once)",
+                {"201": _json(_ref("ApiTokenInfo"), "Created")},
+                requestBody=_body("ApiTokenCreate"),
+            ),
+        },
+        base + "/tokens/{token_id}": {
+            "delete": _op(
+                "Revoke one of your API tokens (admins: anyone's)",
+                {"204": {"description": "Revoked"}},
+                parameters=[_path_param("token_id")],
+            )
+        },
+        base + "/settings": {
+            "get": _op("Cluster settings", {"200": _json(_ref("ClusterSettings"))}),
+            "patch": _op(
+                "Change cluster settings (admins; audited)",
+                {"200": _json(_ref("ClusterSettings"))},
+                requestBody=_body("ClusterSettings"),
+            ),
+        },
+        base + "/audit": {
+            "get": _op(
+                "The audit log, newest first (admins)",
+                {"200": _json(_list_of("events", "AuditEventInfo"))},
+                parameters=[
+                    _query("actor", {"type": "string"}, "only this actor"),
+                    _query("action", {"type": "string"}, "only this action"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500}, "page size"),
+                    _query("before", {"type": "string"}, "event ID: older events only"),
+                ],
+            )
         },
     }
 

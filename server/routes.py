@@ -37,6 +37,14 @@ from .handlers.jobs import (
     TaskResultsHandler,
 )
 from .handlers.sockets import EventsHandler, LogFollowHandler, RunnerSocketHandler
+from .handlers.users import (
+    ApiTokenHandler,
+    ApiTokensHandler,
+    AuditHandler,
+    SettingsHandler,
+    UserHandler,
+    UsersHandler,
+)
 
 API_PREFIX = "/kohakuriver/api"
 _ID = r"(\d{1,20})"
@@ -46,7 +54,7 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (r"/tasks", TasksHandler),
     (rf"/tasks/{_ID}", TaskHandler),
     (rf"/tasks/{_ID}/events", TaskEventsHandler),
-    (rf"/tasks/{_ID}/(kill|pause|resume|stop|start)", TaskActionHandler),
+    (rf"/tasks/{_ID}/(kill|pause|resume|stop|start|approve|reject)", TaskActionHandler),
     (rf"/tasks/{_ID}/snapshots", TaskSnapshotsHandler),
     (rf"/tasks/{_ID}/snapshots/([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})", TaskSnapshotHandler),
     (rf"/tasks/{_ID}/logs", TaskLogsHandler),
@@ -67,6 +75,12 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (r"/nodes/([A-Za-z0-9._-]{1,63})", NodeHandler),
     (r"/cluster", ClusterHandler),
     (r"/me", MeHandler),
+    (r"/users", UsersHandler),
+    (r"/users/([A-Za-z0-9][A-Za-z0-9._@-]{0,199})", UserHandler),
+    (r"/tokens", ApiTokensHandler),
+    (rf"/tokens/{_ID}", ApiTokenHandler),
+    (r"/settings", SettingsHandler),
+    (r"/audit", AuditHandler),
     (r"/events", EventsHandler),
     (r"/runner-tokens", RunnerTokensHandler),
     (rf"/runner-tokens/{_ID}", RunnerTokenHandler),

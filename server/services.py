@@ -13,6 +13,7 @@ from traitlets.config import Configurable
 from kohakuriver_lab.models import NodeStatus, TaskStatus
 
 from .artifacts import ArtifactStore
+from .audit import AuditLog
 from .db.orm import Task
 from .environments import EnvironmentService
 from .events import EventBus
@@ -21,9 +22,11 @@ from .jobs import JobService
 from .logstore import LogStore
 from .nodes import NodeRegistry
 from .scheduler import Scheduler, current_loads
+from .settings import SettingsService
 from .tasks import TaskService, task_info
 from .tasktokens import TaskTokens
 from .tokens import RunnerTokenService
+from .users import ApiTokenService, UserDirectory, host_owner
 
 
 @dataclass
@@ -42,6 +45,10 @@ class ClusterServices:
     jobs: JobService
     task_tokens: TaskTokens
     environments: EnvironmentService
+    audit: AuditLog
+    users: UserDirectory
+    api_tokens: ApiTokenService
+    cluster_settings: SettingsService
 
     @classmethod
     def build(
@@ -79,6 +86,10 @@ class ClusterServices:
         )
         jobs = JobService(db, artifacts, events, parent=parent)
         tokens = RunnerTokenService(db, parent=parent)
+        audit = AuditLog(db, parent=parent)
+        users = UserDirectory(db, audit, host_owner(), parent=parent)
+        api_tokens = ApiTokenService(db, audit, parent=parent)
+        cluster_settings = SettingsService(db, audit, parent=parent)
         with db() as session:
             registry.load(session)
         return cls(
@@ -94,6 +105,10 @@ class ClusterServices:
             jobs,
             task_tokens,
             environments,
+            audit,
+            users,
+            api_tokens,
+            cluster_settings,
         )
 
     def summary(self) -> dict[str, int]:

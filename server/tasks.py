@@ -34,7 +34,7 @@ from .gateway import RunnerGateway
 from .mounts import MountPolicy
 from .nodes import NodeRegistry
 from .placement import Request, impossible_reason
-from .scheduler import Scheduler
+from .scheduler import Scheduler, request_of
 from .sshkeys import generate_key_pair
 from .statemachine import record_creation, transition
 
@@ -151,9 +151,10 @@ class TaskService(LoggingConfigurable):
             raise InvalidRequest(reason)
         return request
 
-    def submit(self, body: TaskSubmit, owner: str) -> SubmitResult:
+    def submit(self, body: TaskSubmit, owner: str, *, approval: bool = False) -> SubmitResult:
         """Queue one task per target, or per parameter set of a notebook sweep, all in one
-        batch; impossible requests get 400."""
+        batch; impossible requests get 400. With ``approval`` the tasks wait in
+        ``pending_approval`` until an operator approves them."""
         targets: list[Target | None] = list(body.parsed_targets()) or [None]
         notebook = body.task_type is TaskType.NOTEBOOK
         if notebook:  # one task per parameter set, all on the (at most one) target
@@ -191,7 +192,7 @@ class TaskService(LoggingConfigurable):
                     name=body.name,
                     task_type=body.task_type.value,
                     owner=owner,
-                    status=TaskStatus.PENDING.value,
+                    status=(TaskStatus.PENDING_APPROVAL if approval else TaskStatus.PENDING).value,
                     command=command,
                     env=dict(body.env),
                     workdir=body.workdir,
@@ -210,7 +211,7 @@ class TaskService(LoggingConfigurable):
                     kill_requested=False,
                     parameters=params,
                     submitted_at=now,
-                    reason="queued",
+                    reason="waiting for approval" if approval else "queued",
                 )
                 session.add(task)
                 record_creation(session, task, actor=owner, reason="submitted")
@@ -320,6 +321,40 @@ class TaskService(LoggingConfigurable):
             if not self._send(task.node, order):
                 self.log.info("kill of task %s waits for node %s to reconnect", task_id, task.node)
         return info
+
+    def approve(self, task_id: int, actor: str) -> TaskInfo:
+        """Queue a task waiting for approval; its request is checked again against the nodes
+        (400 if no node could ever run it now; it keeps waiting)."""
+        with self._db() as session:
+            task = load_task(session, task_id)
+            if task.status != TaskStatus.PENDING_APPROVAL.value:
+                raise Conflict(f"task {task_id} is {task.status}, not waiting for approval")
+            reason = impossible_reason(request_of(task), self._registry.shapes())
+            if reason:
+                raise InvalidRequest(f"cannot approve task {task_id}: {reason}")
+            transition(
+                session, task, TaskStatus.PENDING, actor=actor, reason=f"approved by {actor}"
+            )
+            session.commit()
+            info = task_info(task)
+        self._scheduler.kick()
+        return info
+
+    def reject(self, task_id: int, reason: str, actor: str) -> TaskInfo:
+        """Refuse a task waiting for approval (it ends ``rejected`` with the reason)."""
+        with self._db() as session:
+            task = load_task(session, task_id)
+            if task.status != TaskStatus.PENDING_APPROVAL.value:
+                raise Conflict(f"task {task_id} is {task.status}, not waiting for approval")
+            transition(
+                session,
+                task,
+                TaskStatus.REJECTED,
+                actor=actor,
+                reason=f"rejected by {actor}: {reason}",
+            )
+            session.commit()
+            return task_info(task)
 
     def _control(self, task_id: int, expected: TaskStatus, verb: str) -> TaskInfo:
         with self._db() as session:

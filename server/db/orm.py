@@ -155,3 +155,91 @@ class EnvironmentVersion(Base):
     created_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_environment_versions_tag", "name", "tag", unique=True),)
+
+
+# =============================================================================
+# People: users, API tokens, invitations, quotas, settings, audit
+# =============================================================================
+
+
+class User(Base):
+    """A cluster user: a Jupyter identity (or an invited account) with a role."""
+
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(200), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    password_hash: Mapped[str | None] = mapped_column(String(300))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float | None] = mapped_column(Float)
+
+
+class ApiToken(Base):
+    """A personal API token; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    token_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    username: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scopes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Invitation(Base):
+    """An invitation to create an account; only its SHA-256 is stored."""
+
+    __tablename__ = "invitations"
+
+    invitation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    max_uses: Mapped[int] = mapped_column(Integer, default=1)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class Quota(Base):
+    """Limits for a user (``user:NAME``) or a group (``group:NAME``); NULL: no limit."""
+
+    __tablename__ = "quotas"
+
+    subject: Mapped[str] = mapped_column(String(210), primary_key=True)
+    max_gpus: Mapped[int | None] = mapped_column(Integer)
+    max_cores: Mapped[int | None] = mapped_column(Integer)
+    max_tasks: Mapped[int | None] = mapped_column(Integer)
+    max_vps: Mapped[int | None] = mapped_column(Integer)
+
+
+class Setting(Base):
+    """A cluster setting changed at run time by admins (e.g. whether approvals are on)."""
+
+    __tablename__ = "settings"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+
+
+class AuditEvent(Base):
+    """A security-relevant action: who did what to what, when."""
+
+    __tablename__ = "audit_events"
+
+    event_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str | None] = mapped_column(String(300))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64))

@@ -9,7 +9,11 @@ from kohakuriver_lab.errors import InvalidRequest, NotFound
 from kohakuriver_lab.models import (
     LogChunk,
     LogStream,
+    Me,
+    Role,
     RunnerTokenCreate,
+    Scope,
+    TaskReject,
     TaskStatus,
     TaskSubmit,
     TaskType,
@@ -17,8 +21,9 @@ from kohakuriver_lab.models import (
 )
 
 from ..openapi import openapi_document
+from ..policy import task_view
 from ..scheduler import current_loads
-from .base import MAX_SUBMIT_BYTES, ClusterAPIHandler, parse_id
+from .base import MAX_SUBMIT_BYTES, ClusterAPIHandler, is_id, parse_id, requires
 
 MAX_LOG_READ = 1024 * 1024
 
@@ -57,6 +62,7 @@ class TasksHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
         statuses = None
         raw = self.get_query_argument("status", None)
@@ -68,9 +74,9 @@ class TasksHandler(ClusterAPIHandler):
                 raise InvalidRequest(f"unknown status in {raw!r} (valid: {valid})") from None
         cursor_raw = self.get_query_argument("cursor", None)
         batch_raw = self.get_query_argument("batch", None)
-        if cursor_raw is not None and not cursor_raw.isdigit():
+        if cursor_raw is not None and not is_id(cursor_raw):
             raise InvalidRequest("cursor must be the next_cursor of a previous page")
-        if batch_raw is not None and not batch_raw.isdigit():
+        if batch_raw is not None and not is_id(batch_raw):
             raise InvalidRequest("batch must be a batch ID")
         page = self.services.tasks.list_tasks(
             statuses=statuses,
@@ -82,13 +88,20 @@ class TasksHandler(ClusterAPIHandler):
             cursor=int(cursor_raw) if cursor_raw else None,
             count=self.get_query_argument("count", "false").lower() in ("1", "true", "yes"),
         )
-        self.write_json(page)
+        data = page.model_dump(mode="json")
+        data["tasks"] = [task_view(self.caller, t) for t in data["tasks"]]
+        self.write_json(data)
 
     @web.authenticated
     @authorized
+    @requires(Role.USER, Scope.SUBMIT)
     def post(self) -> None:
         body = self.parse_body(TaskSubmit, MAX_SUBMIT_BYTES)
-        result = self.services.tasks.submit(body, owner=self.username)
+        caller = self.caller
+        approval = (
+            caller.role is Role.USER and self.services.cluster_settings.get().approvals_required
+        )
+        result = self.services.tasks.submit(body, owner=caller.username, approval=approval)
         self.write_json(result, status=201)
 
 
@@ -97,8 +110,10 @@ class TaskHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, task_id: str) -> None:
-        self.write_json(self.services.tasks.get(parse_id(task_id)))
+        info = self.services.tasks.get(parse_id(task_id))
+        self.write_json(task_view(self.caller, info.model_dump(mode="json")))
 
 
 class TaskEventsHandler(ClusterAPIHandler):
@@ -106,8 +121,9 @@ class TaskEventsHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, task_id: str) -> None:
-        events = self.services.tasks.events(parse_id(task_id))
+        events = self.services.tasks.events(self.task_with_details(task_id).task_id)
         self.write_json({"events": [e.model_dump(mode="json") for e in events]})
 
 
@@ -117,11 +133,36 @@ class TaskActionHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.USER, Scope.SUBMIT)
     def post(self, task_id: str, action: str) -> None:
         tasks = self.services.tasks
+        if action in ("approve", "reject"):
+            self.caller.require(Role.OPERATOR, Scope.SUBMIT, f"to {action} a task")
+            ident = parse_id(task_id)
+            if action == "approve":
+                info = tasks.approve(ident, actor=self.caller.username)
+            else:
+                info = tasks.reject(ident, self.parse_body(TaskReject).reason, self.caller.username)
+            self.services.audit.record(
+                self.caller.username,
+                "task.approved" if action == "approve" else "task.rejected",
+                f"task:{ident}",
+                address=self.request.remote_ip,
+            )
+            self.write_json(info, status=202)
+            return
+        owner = self.task_for_control(task_id, action).owner
         ident = parse_id(task_id)
         if action == "kill":
             info = tasks.kill(ident, actor=self.username)
+            if owner != self.caller.username:
+                self.services.audit.record(
+                    self.caller.username,
+                    "task.killed",
+                    f"task:{ident}",
+                    {"owner": owner},
+                    address=self.request.remote_ip,
+                )
         elif action == "pause":
             info = tasks.pause(ident)
         elif action == "resume":
@@ -139,14 +180,18 @@ class TaskSnapshotsHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     async def get(self, task_id: str) -> None:
-        snapshots = await self.services.tasks.snapshot(parse_id(task_id), "list")
+        ident = self.task_with_details(task_id).task_id
+        snapshots = await self.services.tasks.snapshot(ident, "list")
         self.write_json({"snapshots": [s.model_dump(mode="json") for s in snapshots]})
 
     @web.authenticated
     @authorized
+    @requires(Role.USER, Scope.SUBMIT)
     async def post(self, task_id: str) -> None:
-        snapshots = await self.services.tasks.snapshot(parse_id(task_id), "create")
+        ident = self.task_for_control(task_id, "snapshot").task_id
+        snapshots = await self.services.tasks.snapshot(ident, "create")
         self.write_json({"snapshots": [s.model_dump(mode="json") for s in snapshots]}, 201)
 
 
@@ -155,8 +200,10 @@ class TaskSnapshotHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.USER, Scope.SUBMIT)
     async def delete(self, task_id: str, tag: str) -> None:
-        await self.services.tasks.snapshot(parse_id(task_id), "delete", tag)
+        ident = self.task_for_control(task_id, "delete a snapshot of").task_id
+        await self.services.tasks.snapshot(ident, "delete", tag)
         self.set_status(204)
         self.finish()
 
@@ -166,8 +213,9 @@ class TaskLogsHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, task_id: str) -> None:
-        ident = parse_id(task_id)
+        ident = self.task_with_details(task_id).task_id
         stream_raw = self.get_query_argument("stream", "stdout")
         try:
             stream = LogStream(stream_raw)
@@ -201,6 +249,7 @@ class NodesHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
         registry = self.services.registry
         with self.services.db() as session:
@@ -214,6 +263,7 @@ class NodeHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, name: str) -> None:
         registry = self.services.registry
         if registry.get(name) is None:
@@ -228,8 +278,18 @@ class MeHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
-        self.write_json({"username": self.username})
+        caller = self.caller
+        scopes = sorted(caller.scopes, key=lambda s: s.value) if caller.scopes is not None else None
+        me = Me(
+            username=caller.username,
+            role=caller.role,
+            groups=list(caller.groups),
+            scopes=scopes,
+            via=caller.via,
+        )
+        self.write_json(me)
 
 
 class ClusterHandler(ClusterAPIHandler):
@@ -237,6 +297,7 @@ class ClusterHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
         self.write_json(self.services.summary())
 
@@ -251,15 +312,25 @@ class RunnerTokensHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.ADMIN, Scope.READ)
     def get(self) -> None:
         tokens = self.services.tokens.list_tokens()
         self.write_json({"tokens": [t.model_dump(mode="json") for t in tokens]})
 
     @web.authenticated
     @authorized
+    @requires(Role.ADMIN, Scope.ADMIN)
     def post(self) -> None:
         body = self.parse_body(RunnerTokenCreate)
-        self.write_json(self.services.tokens.create(body, created_by=self.username), status=201)
+        info = self.services.tokens.create(body, created_by=self.username)
+        self.services.audit.record(
+            self.username,
+            "runner_token.created",
+            f"runner_token:{info.token_id}",
+            {"name": body.name, "node": body.node},
+            address=self.request.remote_ip,
+        )
+        self.write_json(info, status=201)
 
 
 class RunnerTokenHandler(ClusterAPIHandler):
@@ -267,9 +338,16 @@ class RunnerTokenHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.ADMIN, Scope.ADMIN)
     def delete(self, token_id: str) -> None:
         ident = parse_id(token_id, "runner token")
         self.services.tokens.revoke(ident)
+        self.services.audit.record(
+            self.username,
+            "runner_token.revoked",
+            f"runner_token:{ident}",
+            address=self.request.remote_ip,
+        )
         self.services.gateway.disconnect_token(ident)
         self.set_status(204)
         self.finish()
@@ -280,5 +358,6 @@ class OpenAPIHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
         self.write_json(openapi_document(self.base_url))

@@ -11,9 +11,15 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
 from kohakuriver_lab.errors import Forbidden, KohakuRiverError, Unauthorized
-from kohakuriver_lab.models import EnvironmentCommit, EnvironmentCreate, EnvironmentExec
+from kohakuriver_lab.models import (
+    EnvironmentCommit,
+    EnvironmentCreate,
+    EnvironmentExec,
+    Role,
+    Scope,
+)
 
-from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id
+from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id, requires
 
 if TYPE_CHECKING:
     from ..environments import Upload
@@ -34,12 +40,14 @@ class EnvironmentsHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
         envs = self.services.environments.list_environments()
         self.write_json({"environments": [e.model_dump(mode="json") for e in envs]})
 
     @web.authenticated
     @authorized
+    @requires(Role.OPERATOR, Scope.ADMIN)
     async def post(self) -> None:
         body = self.parse_body(EnvironmentCreate)
         info = await self.services.environments.create(body, actor=self.username)
@@ -52,11 +60,13 @@ class EnvironmentHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, name: str) -> None:
         self.write_json(self.services.environments.get(name))
 
     @web.authenticated
     @authorized
+    @requires(Role.OPERATOR, Scope.ADMIN)
     async def delete(self, name: str) -> None:
         versions = self.get_query_argument("versions", "false").lower() in ("1", "true", "yes")
         await self.services.environments.remove(name, versions=versions)
@@ -69,6 +79,7 @@ class EnvironmentExecHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.OPERATOR, Scope.ADMIN)
     async def post(self, name: str) -> None:
         body = self.parse_body(EnvironmentExec)
         self.write_json(await self.services.environments.exec(name, body))
@@ -79,12 +90,14 @@ class EnvironmentVersionsHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, name: str) -> None:
         versions = self.services.environments.get(name).versions
         self.write_json({"versions": [v.model_dump(mode="json") for v in versions]})
 
     @web.authenticated
     @authorized
+    @requires(Role.OPERATOR, Scope.ADMIN)
     async def post(self, name: str) -> None:
         body = self.parse_body(EnvironmentCommit)
         info = await self.services.environments.commit(name, body, actor=self.username)
@@ -96,6 +109,7 @@ class EnvironmentVersionHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.OPERATOR, Scope.ADMIN)
     def delete(self, name: str, version: str) -> None:
         self.services.environments.delete_version(name, parse_id(version, "version"))
         self.set_status(204)
@@ -121,6 +135,7 @@ class EnvironmentImageHandler(ClusterAPIHandler):
             raise Unauthorized("a runner token or a Jupyter login is required")
         if not await ensure_async(self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE)):
             raise Forbidden("not allowed")
+        self.caller.require(Role.OPERATOR, Scope.READ, "downloading an environment image")
 
     @allow_unauthenticated  # runner token or Jupyter auth, checked in _authorize
     async def get(self, name: str, version: str) -> None:

@@ -12,10 +12,10 @@ from jupyter_server.auth.decorator import allow_unauthenticated, authorized
 from tornado import web
 
 from kohakuriver_lab.errors import Forbidden, InvalidRequest, Unauthorized
-from kohakuriver_lab.models import JobProgress, JobResult
+from kohakuriver_lab.models import JobProgress, JobResult, Role, Scope
 
 from ..tasks import OUTPUT_NOTEBOOK
-from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id
+from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id, requires
 
 
 class JobAPIHandler(ClusterAPIHandler):
@@ -44,6 +44,10 @@ class JobAPIHandler(ClusterAPIHandler):
             raise Unauthorized("a Jupyter login or this task's token is required")
         if not await ensure_async(self.authorizer.is_authorized(self, user, action, AUTH_RESOURCE)):
             raise Forbidden("not allowed")
+        if action == "read":
+            self.task_with_details(task_id)
+        else:
+            self.task_for_control(task_id, "write to")
         return ident
 
 
@@ -132,6 +136,8 @@ class BatchResultsHandler(ClusterAPIHandler):
 
     @web.authenticated
     @authorized
+    @requires(Role.VIEWER, Scope.READ)
     def get(self, batch_id: str) -> None:
         ident = parse_id(batch_id, "batch")
+        self.task_with_details(batch_id)  # a batch's ID is its first task's; one owner
         self.write_json({"results": self.services.jobs.batch_results(ident)})

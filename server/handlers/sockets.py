@@ -14,10 +14,11 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
 
 from kohakuriver_lab.errors import KohakuRiverError
-from kohakuriver_lab.models import LogStream, TaskStatus
+from kohakuriver_lab.models import LogStream, Role, Scope, TaskStatus
 from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES
 
-from .base import AUTH_RESOURCE, parse_id
+from ..policy import task_view
+from .base import AUTH_RESOURCE, CallerMixin, is_id
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
@@ -25,15 +26,12 @@ if TYPE_CHECKING:
 FOLLOW_CHUNK = 64 * 1024
 
 
-class LogFollowHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+class LogFollowHandler(
+    CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler
+):
     """Follow a task's output live: ``{"type":"log",...}`` frames, then ``{"type":"end",...}``."""
 
     auth_resource = AUTH_RESOURCE
-
-    @property
-    def services(self) -> ClusterServices:
-        """The host's services."""
-        return self.settings["kohakuriver_services"]  # type: ignore[no-any-return]
 
     @ws_authenticated
     async def get(self, task_id: str, *args: Any, **kwargs: Any) -> None:
@@ -45,8 +43,7 @@ class LogFollowHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocke
         if not allowed:
             raise web.HTTPError(403)
         try:
-            self._task_id = parse_id(task_id)
-            self.services.tasks.status_of(self._task_id)
+            self._task_id = self.task_with_details(task_id).task_id
         except KohakuRiverError as exc:
             raise web.HTTPError(exc.status_code, exc.message) from None
         stream = self.get_query_argument("stream", "both")
@@ -54,7 +51,7 @@ class LogFollowHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocke
             raise web.HTTPError(400, "stream must be stdout, stderr or both")
         self._streams = list(LogStream) if stream == "both" else [LogStream(stream)]
         offset_raw = self.get_query_argument("offset", "0")
-        if not offset_raw.isdigit():
+        if not is_id(offset_raw):
             raise web.HTTPError(400, "offset must be a non-negative integer")
         self._start_offset = int(offset_raw)
         await super().get(task_id, *args, **kwargs)  # type: ignore[misc]
@@ -120,7 +117,7 @@ class LogFollowHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocke
             logs.unsubscribe(task_id, event)
 
 
-class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+class EventsHandler(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
     """Live task and node changes: ``{"type": "task", "task": TaskInfo}``,
     ``{"type": "node", "name", "status"}``, ``{"type": "metrics", "name", "metrics"}``.
 
@@ -132,11 +129,6 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
     auth_resource = AUTH_RESOURCE
     TOPICS = frozenset({"tasks", "nodes"})
 
-    @property
-    def services(self) -> ClusterServices:
-        """The host's services."""
-        return self.settings["kohakuriver_services"]  # type: ignore[no-any-return]
-
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize and read the filters, then upgrade."""
@@ -146,6 +138,10 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
         )
         if not allowed:
             raise web.HTTPError(403)
+        try:
+            self.caller.require(Role.VIEWER, Scope.READ, "following cluster events")
+        except KohakuRiverError as exc:
+            raise web.HTTPError(exc.status_code, exc.message) from None
         ids_raw = self.get_query_argument("tasks", "")
         batch_raw = self.get_query_argument("batch", "")
         default = "tasks" if ids_raw or batch_raw else "tasks,nodes"  # a task filter: tasks only
@@ -153,9 +149,7 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
         if not topics or not topics <= self.TOPICS:
             raise web.HTTPError(400, "topics must be a comma-separated subset of tasks,nodes")
         parts = [p for p in ids_raw.split(",") if p]
-        if not all(p.isdigit() and len(p) <= 20 for p in parts) or (
-            batch_raw and not batch_raw.isdigit()
-        ):
+        if not all(is_id(p) for p in parts) or (batch_raw and not is_id(batch_raw)):
             raise web.HTTPError(400, "tasks and batch must be IDs")
         self._filters = (
             topics,
@@ -188,6 +182,8 @@ class EventsHandler(ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHa
                 if payload is None:  # fell behind and was dropped
                     self.close(1013, "too slow: reconnect and re-read the state")
                     return
+                if payload.get("type") == "task":  # others' task details are not shown
+                    payload = {**payload, "task": task_view(self.caller, payload["task"])}
                 await self.write_message(json.dumps(payload))
         except websocket.WebSocketClosedError:
             return

@@ -518,7 +518,14 @@ async def test_token_callers_are_recorded_as_the_host_owner(api: Any) -> None:
     assert {t["task_id"] for t in mine["tasks"]} == {first, second}
     events = (await api.get(f"tasks/{first}/events"))["events"]
     assert events[0]["actor"] == getpass.getuser()
-    assert await api.get("me") == {"username": getpass.getuser()}
+    me = await api.get("me")
+    assert me == {
+        "username": getpass.getuser(),
+        "role": "admin",  # the host's owner
+        "groups": [],
+        "scopes": None,
+        "via": "jupyter",
+    }
 
 
 async def test_type_filter_and_total(api: Any) -> None:

@@ -14,7 +14,7 @@ from kohakuriver_lab.server.routes import API_PREFIX, ROUTES
 
 def concrete(pattern: str) -> str:
     path = re.sub(r"\(\\d\{1,20\}\)", "123", pattern)
-    path = re.sub(r"\(kill\|pause\|resume\)", "kill", path)
+    path = re.sub(r"\(kill\|[a-z|]+\)", "kill", path)
     return re.sub(r"\([^)]*\)", "node-a", path)
 
 
@@ -24,14 +24,14 @@ def every_route() -> list[tuple[str, str]]:
     for pattern, handler in ROUTES:
         if pattern.endswith(("/runners/connect", "/logs/follow", "/events")):
             continue
-        for method in ("get", "post", "put", "delete"):
+        for method in ("get", "post", "put", "patch", "delete"):
             if method in vars(handler):
                 pairs.append((method.upper(), concrete(pattern)))
     return pairs
 
 
 async def _status(fetch: Any, path: str, method: str, headers: dict[str, str]) -> int:
-    body = b"{}" if method in ("POST", "PUT") else None
+    body = b"{}" if method in ("POST", "PUT", "PATCH") else None
     parts = ["kohakuriver", "api", *path.strip("/").split("/")]
     try:
         response = await fetch(*parts, method=method, body=body, headers=headers)
