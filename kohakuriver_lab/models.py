@@ -955,10 +955,10 @@ class QuotaInfo(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     subject: str = Field(pattern=r"^(user|group):[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
-    max_gpus: int | None = Field(default=None, ge=0)
-    max_cores: int | None = Field(default=None, ge=0)
-    max_tasks: int | None = Field(default=None, ge=0)
-    max_vps: int | None = Field(default=None, ge=0)
+    max_gpus: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_cores: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_tasks: int | None = Field(default=None, ge=0, le=1_000_000)
+    max_vps: int | None = Field(default=None, ge=0, le=1_000_000)
 
 
 class ClusterSettings(BaseModel):

@@ -25,6 +25,7 @@ from kohakuriver_lab.models import (
     LogChunk,
     Me,
     NodeInfo,
+    QuotaInfo,
     RunnerTokenCreate,
     RunnerTokenInfo,
     SnapshotInfo,
@@ -61,6 +62,7 @@ MODELS: list[type[BaseModel]] = [
     VpsStop,
     SnapshotInfo,
     Me,
+    QuotaInfo,
     UserInfo,
     UserCreate,
     UserUpdate,
@@ -414,6 +416,21 @@ def _people_paths() -> dict[str, Any]:
                 {"200": _json(_ref("ClusterSettings"))},
                 requestBody=_body("ClusterSettings"),
             ),
+        },
+        base + "/quotas": {
+            "get": _op("Every quota (operators)", {"200": _json(_list_of("quotas", "QuotaInfo"))}),
+            "put": _op(
+                "Set the quota of user:NAME or group:NAME (admins; audited)",
+                {"200": _json(_ref("QuotaInfo"))},
+                requestBody=_body("QuotaInfo"),
+            ),
+        },
+        base + "/quotas/{subject}": {
+            "delete": _op(
+                "Drop a quota (admins; audited)",
+                {"204": {"description": "Deleted"}},
+                parameters=[_path_param("subject")],
+            )
         },
         base + "/audit": {
             "get": _op(

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session, object_session, sessionmaker
-from traitlets import Float, Integer
+from traitlets import Bool, Float, Integer
 from traitlets.config import LoggingConfigurable
 
 from kohakuriver_lab.ids import new_id
@@ -31,6 +32,7 @@ from .tasktokens import TaskTokens
 
 if TYPE_CHECKING:
     from .environments import EnvironmentService
+    from .quotas import QuotaService
 
 ACTIVE_VALUES = [s.value for s in ACTIVE_STATUSES]
 
@@ -52,6 +54,8 @@ class RequestFields(Protocol):
 NO_NODE_ONLINE = "waiting for a node to come online"
 _PLACEMENT_COLUMNS = (
     Task.task_id,
+    Task.owner,
+    Task.task_type,
     Task.priority,
     Task.req_cores,
     Task.req_memory,
@@ -159,6 +163,12 @@ class Scheduler(LoggingConfigurable):
         config=True,
         help="Resend the start order of a task still 'assigning' after this many seconds.",
     )
+    fair_share = Bool(
+        True,
+        config=True,
+        help="Among tasks of equal priority, serve users holding fewer running tasks first "
+        "(else strictly first come, first served).",
+    )
 
     def __init__(
         self,
@@ -172,6 +182,7 @@ class Scheduler(LoggingConfigurable):
         self._db = db
         self._task_tokens = task_tokens
         self.environments: EnvironmentService | None = None
+        self.quotas: QuotaService | None = None
         self._registry = registry
         self._send = send
         self._kick_pending = False
@@ -256,14 +267,24 @@ class Scheduler(LoggingConfigurable):
             candidates = [(shape, loads.setdefault(shape.name, NodeLoad())) for shape in shapes]
             placed: dict[int, Placement] = {}
             reasons: list[dict[str, Any]] = []
-            for row in rows[: self.pass_limit]:
-                result = choose_node(request_of(row), candidates)
+            quota = self.quotas.check(session) if self.quotas is not None else None
+            window = rows[: self.pass_limit]
+            for row in fair_order(session, window) if self.fair_share else window:
+                request = request_of(row)
+                vps = row.task_type == "vps"
+                result: Placement | str | None = None
+                if quota is not None:
+                    gpus = len(request.gpu_indices or ()) or request.gpu_count
+                    result = quota.refusal(row.owner, gpus, row.req_cores, vps)
+                result = result or choose_node(request, candidates)
                 if isinstance(result, str):
                     if row.reason != result:
                         reasons.append({"task_id": row.task_id, "reason": result})
                     continue
                 loads[result.node].reserve(result, row.req_memory, row.task_id)
                 placed[row.task_id] = result
+                if quota is not None:
+                    quota.take(row.owner, len(result.gpus), len(result.cores), vps)
             if reasons:
                 session.execute(update(Task), reasons)
             orders: list[tuple[str, StartTask]] = []
@@ -324,6 +345,29 @@ class Scheduler(LoggingConfigurable):
         if freed:
             self.kick()
         return sent
+
+
+def fair_order(session: Session, rows: Sequence[Any]) -> list[Any]:
+    """Queue rows (priority, then ID order) with users interleaved within each priority:
+    the n-th waiting task of a user holding k active tasks ranks as k + n, so users holding
+    less go first and nobody's burst starves the others. One user: unchanged."""
+    owners = {row.owner for row in rows}
+    if len(owners) < 2:
+        return list(rows)
+    active = dict(
+        session.execute(
+            select(Task.owner, func.count())
+            .where(Task.status.in_(ACTIVE_VALUES), Task.owner.in_(owners))
+            .group_by(Task.owner)
+        ).all()
+    )
+    seen: Counter[str] = Counter()
+    keyed = []
+    for row in rows:
+        rank = active.get(row.owner, 0) + seen[row.owner]
+        seen[row.owner] += 1
+        keyed.append(((-row.priority, rank, row.task_id), row))
+    return [row for _, row in sorted(keyed, key=lambda pair: pair[0])]
 
 
 def _placement_text(placement: Placement) -> str:

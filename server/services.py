@@ -21,6 +21,7 @@ from .gateway import RunnerGateway
 from .jobs import JobService
 from .logstore import LogStore
 from .nodes import NodeRegistry
+from .quotas import QuotaService
 from .scheduler import Scheduler, current_loads
 from .settings import SettingsService
 from .tasks import TaskService, task_info
@@ -49,6 +50,7 @@ class ClusterServices:
     users: UserDirectory
     api_tokens: ApiTokenService
     cluster_settings: SettingsService
+    quotas: QuotaService
 
     @classmethod
     def build(
@@ -90,6 +92,8 @@ class ClusterServices:
         users = UserDirectory(db, audit, host_owner(), parent=parent)
         api_tokens = ApiTokenService(db, audit, parent=parent)
         cluster_settings = SettingsService(db, audit, parent=parent)
+        quotas = QuotaService(db, audit, users.groups_of, parent=parent)
+        scheduler.quotas = quotas
         with db() as session:
             registry.load(session)
         return cls(
@@ -109,6 +113,7 @@ class ClusterServices:
             users,
             api_tokens,
             cluster_settings,
+            quotas,
         )
 
     def summary(self) -> dict[str, int]:

@@ -11,6 +11,7 @@ from kohakuriver_lab.errors import InvalidRequest
 from kohakuriver_lab.models import (
     ApiTokenCreate,
     ClusterSettings,
+    QuotaInfo,
     Role,
     Scope,
     UserCreate,
@@ -127,3 +128,35 @@ class AuditHandler(ClusterAPIHandler):
             before=int(before) if before else None,
         )
         self.write_json({"events": [e.model_dump(mode="json") for e in events]})
+
+
+class QuotasHandler(ClusterAPIHandler):
+    """``GET``: every quota (operators); ``PUT``: set one (admins; audited)."""
+
+    @web.authenticated
+    @authorized
+    @requires(Role.OPERATOR, Scope.READ)
+    def get(self) -> None:
+        quotas = self.services.quotas.list_quotas()
+        self.write_json({"quotas": [q.model_dump(mode="json") for q in quotas]})
+
+    @web.authenticated
+    @authorized
+    @requires(Role.ADMIN, Scope.ADMIN)
+    def put(self) -> None:
+        body = self.parse_body(QuotaInfo)
+        self.write_json(self.services.quotas.put(body, self.caller))
+        self.services.scheduler.kick()
+
+
+class QuotaHandler(ClusterAPIHandler):
+    """``DELETE``: drop the quota of ``user:NAME`` or ``group:NAME`` (admins; audited)."""
+
+    @web.authenticated
+    @authorized
+    @requires(Role.ADMIN, Scope.ADMIN)
+    def delete(self, subject: str) -> None:
+        self.services.quotas.delete(subject, self.caller)
+        self.services.scheduler.kick()
+        self.set_status(204)
+        self.finish()
