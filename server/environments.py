@@ -359,15 +359,24 @@ class EnvironmentService(LoggingConfigurable):
         return EnvironmentExecResult.model_validate(result)
 
     async def remove(self, name: str, *, versions: bool) -> None:
-        """Remove the container (and, with ``versions``, every stored version)."""
+        """Remove the container (and, with ``versions``, every stored version). A node that
+        is away keeps the container (said in the log); the environment is removed anyway."""
         async with self._lock(name):
             with self._db() as session:
                 env = self._load(session, name)
                 node, status = env.node, env.status
             if node is not None and status in ("running", "committing", "failed"):
-                await self._gateway.request(
-                    node, EnvRemove(order_id=new_id(), name=name), self.create_timeout
-                )
+                order = EnvRemove(order_id=new_id(), name=name)
+                try:
+                    await self._gateway.request(node, order, self.create_timeout)
+                except RunnerUnavailable as exc:
+                    self.log.warning(
+                        "environment %s: container kohakuriver-env-%s left on node %s (%s)",
+                        name,
+                        name,
+                        node,
+                        exc.message,
+                    )
             with self._db() as session:
                 env = self._load(session, name)
                 if versions:
