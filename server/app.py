@@ -14,10 +14,18 @@ from traitlets import Bool, Float, Unicode, default
 from kohakuriver_lab import __version__
 from kohakuriver_lab.models import RunnerTokenCreate
 
+from .client_mode import (
+    ClientModeError,
+    RemoteHost,
+    describe,
+    env_remote_url,
+    remote_settings,
+)
 from .db.engine import make_engine, make_sessionmaker, upgrade_schema
 from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
 from .events import EventBus
 from .gateway import RunnerGateway
+from .handlers.proxy import proxy_routes
 from .kernels import PROVISIONER_NAME, install_default_provisioner
 from .logstore import LogStore
 from .nodes import NodeRegistry
@@ -82,7 +90,42 @@ class ClusterHostApp(ExtensionApp):
         1.0, help="Seconds between background sweeps (liveness, stuck orders, queue)."
     ).tag(config=True)
 
+    remote_url = Unicode(
+        help="Client mode: the Jupyter base URL of a remote cluster host "
+        "('https://host:8888/'). This server then serves the panel and magics by proxying "
+        "to that host (no database, scheduler or runner here). Default: $KOHAKURIVER_URL "
+        "when $KOHAKURIVER_TOKEN holds a personal API token (kra_...), else host mode. "
+        "'jupyter kohakuriver' refuses it.",
+    ).tag(config=True)
+
+    @default("remote_url")
+    def _default_remote_url(self) -> str:
+        url = "" if self._standalone else env_remote_url(os.environ)
+        if url:
+            self._remote_source = "$KOHAKURIVER_URL"
+        return url
+
+    remote_token = Unicode(
+        help="Client mode: your personal API token on the remote host (kra_..., from "
+        "POST /kohakuriver/api/tokens there). Default: $KOHAKURIVER_TOKEN. Never logged.",
+    ).tag(config=True)
+
+    @default("remote_token")
+    def _default_remote_token(self) -> str:
+        return os.environ.get("KOHAKURIVER_TOKEN", "")
+
+    remote_ca_certs = Unicode(
+        help="Client mode: a CA bundle (PEM) to verify an https remote host with, e.g. a "
+        "lab's own CA. Default: $KOHAKURIVER_CA_FILE, else the system's CAs.",
+    ).tag(config=True)
+
+    @default("remote_ca_certs")
+    def _default_remote_ca_certs(self) -> str:
+        return os.environ.get("KOHAKURIVER_CA_FILE", "")
+
     services: ClusterServices | None = None
+    remote: RemoteHost | None = None
+    _remote_source = "configuration"
     _sweeper: PeriodicCallback | None = None
     _embedded: EmbeddedRunner | None = None
     _sweeps = 0
@@ -91,8 +134,17 @@ class ClusterHostApp(ExtensionApp):
     # Set-up
     # =========================================================================
 
+    @property
+    def _standalone(self) -> bool:
+        """Whether this is ``jupyter kohakuriver`` (the headless host)."""
+        return getattr(self.serverapp, "starter_app", None) is self
+
     def initialize_settings(self) -> None:
-        """Open the database (migrating it) and build the services."""
+        """Open the database (migrating it) and build the services; in client mode, only
+        the connection to the remote host."""
+        if self.remote_url:
+            self._initialize_client_mode()
+            return
         os.makedirs(self.data_dir, exist_ok=True)
         engine = make_engine(self.db_url)
         upgrade_schema(engine, self.log)
@@ -106,12 +158,40 @@ class ClusterHostApp(ExtensionApp):
             "kohakuriver host: database %s", engine.url.render_as_string(hide_password=True)
         )
 
+    def _initialize_client_mode(self) -> None:
+        if self._standalone:
+            self.log.critical(
+                "jupyter kohakuriver is a cluster host and cannot run in client mode: remove "
+                "ClusterHostApp.remote_url (client mode is for a JupyterLab or Jupyter server)"
+            )
+            self.exit(1)
+        try:
+            settings = remote_settings(
+                self.remote_url, self.remote_token, self.remote_ca_certs, self._remote_source
+            )
+        except ClientModeError as exc:
+            self.log.critical("%s", exc.message)
+            raise
+        self.remote = RemoteHost(settings)
+        self.settings["kohakuriver_remote"] = self.remote
+        if self.kernel_magics and install_default_provisioner():
+            self.log.debug("kernels get the %%kohaku magics (%s)", PROVISIONER_NAME)
+        self.log.info("%s", describe(settings))
+
     def initialize_handlers(self) -> None:
-        """Register the REST API, the log stream and the runner socket."""
-        self.handlers.extend(handlers())
+        """Register the REST API, the log stream and the runner socket (client mode: the
+        proxy to the remote host)."""
+        self.handlers.extend(proxy_routes() if self.remote is not None else handlers())
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start the background sweep, the embedded runner and the kernel environment."""
+        if self.remote is not None:  # client mode: kernels talk to the remote host directly
+            if self.export_kernel_env:
+                os.environ["KOHAKURIVER_URL"] = self.remote.url
+                os.environ["KOHAKURIVER_TOKEN"] = self.remote.settings.token
+                if self.remote.settings.ca_certs:
+                    os.environ["KOHAKURIVER_CA_FILE"] = self.remote.settings.ca_certs
+            return
         assert self.services is not None
         self._sweeper = PeriodicCallback(self._sweep, self.sweep_interval * 1000)
         self._sweeper.start()
@@ -157,6 +237,8 @@ class ClusterHostApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         """Stop background work; tasks on runners keep running."""
+        if self.remote is not None:
+            await self.remote.aclose()
         if self._sweeper is not None:
             self._sweeper.stop()
         if self._embedded is not None:

@@ -61,6 +61,7 @@ def jp_server_config(
             "db_url": host_db_url,
             "sweep_interval": 0.1,
             "export_kernel_env": False,
+            "remote_url": "",  # a host, whatever $KOHAKURIVER_URL/_TOKEN say (client mode)
         },
         "NodeRegistry": {"heartbeat_interval": 0.2},
     }
