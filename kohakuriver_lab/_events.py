@@ -146,8 +146,13 @@ class EventHub:
         delay = 0.1
         while True:
             try:
+                url = self._url(topics)
                 async with connect(
-                    self._url(topics), additional_headers=headers, open_timeout=10, max_size=None
+                    url,
+                    additional_headers=headers,
+                    open_timeout=10,
+                    max_size=None,
+                    ssl=self.config.ws_ssl(url),
                 ) as ws:
                     async for raw in ws:
                         frame = json.loads(raw)

@@ -56,7 +56,11 @@ async def follow(
     headers = config.auth_headers()
     try:
         async with connect(
-            url, additional_headers=headers, open_timeout=timeout, max_size=MAX_FRAME_BYTES
+            url,
+            additional_headers=headers,
+            open_timeout=timeout,
+            max_size=MAX_FRAME_BYTES,
+            ssl=config.ws_ssl(url),
         ) as ws:
             async for raw in ws:
                 frame = _frame(raw)

@@ -3,6 +3,8 @@
 Both execute the request descriptions in :mod:`kohakuriver_lab._http`, so every endpoint is
 written once. With no arguments the host is found from ``KOHAKURIVER_URL`` /
 ``KOHAKURIVER_TOKEN`` (set in kernels the host starts), else ``~/.config/kohakuriver/client.json``.
+For an ``https://`` host with a certificate from a private CA, pass ``ca_file=`` (or set
+``KOHAKURIVER_CA_FILE``, or ``"ca_file"`` in the config file); see ``docs/security.md``.
 
     >>> from kohakuriver_lab.client import Client
     >>> with Client() as kr:
@@ -13,6 +15,7 @@ written once. With no arguments the host is found from ``KOHAKURIVER_URL`` /
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -64,9 +67,16 @@ T = TypeVar("T")
 class _ClientBase:
     """Configuration shared by both clients."""
 
-    def __init__(self, url: str | None, token: str | None, timeout: float) -> None:
-        self.config: ClientConfig = resolve_config(url, token)
+    def __init__(
+        self, url: str | None, token: str | None, timeout: float, ca_file: str | None = None
+    ) -> None:
+        self.config: ClientConfig = resolve_config(url, token, ca_file)
         self.timeout = timeout
+
+    @property
+    def _verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify``: a context trusting the configured CA file, else the defaults."""
+        return self.config.ssl_context() or True
 
     @property
     def url(self) -> str:
@@ -96,13 +106,15 @@ class Client(_ClientBase):
         token: str | None = None,
         timeout: float = 30,
         *,
+        ca_file: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        super().__init__(url, token, timeout)
+        super().__init__(url, token, timeout, ca_file)
         self._http = httpx.Client(
             base_url=self.config.api_url,
             headers=self._headers(),
             timeout=timeout,
+            verify=self._verify,
             transport=transport,
         )
         self._loop = LoopThread()
@@ -377,13 +389,15 @@ class AsyncClient(_ClientBase):
         token: str | None = None,
         timeout: float = 30,
         *,
+        ca_file: str | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        super().__init__(url, token, timeout)
+        super().__init__(url, token, timeout, ca_file)
         self._http = httpx.AsyncClient(
             base_url=self.config.api_url,
             headers=self._headers(),
             timeout=timeout,
+            verify=self._verify,
             transport=transport,
         )
 

@@ -83,6 +83,7 @@ class Host:
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("KOHAKURIVER_URL", "KOHAKURIVER_TOKEN", "KOHAKURIVER_CONFIG", "XDG_CONFIG_HOME"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("KOHAKURIVER_CA_FILE", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
@@ -158,6 +159,30 @@ def test_broken_config_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 def test_url_scheme_checked() -> None:
     with pytest.raises(ClientConfigError, match="http"):
         Client("host:8888", "t")
+
+
+def test_ca_file_from_argument_env_or_config_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import certifi
+
+    bundle = certifi.where()  # any PEM bundle will do
+    with Client("https://h/", "t") as c:
+        assert c.config.ca_file is None and c.config.ssl_context() is None
+    with Client("https://h/", "t", ca_file=bundle) as c:
+        assert c.config.ca_file == bundle
+        assert c.config.ws_ssl("wss://h/x") is not None and c.config.ws_ssl("ws://h/x") is None
+    monkeypatch.setenv("KOHAKURIVER_CA_FILE", bundle)
+    with Client("https://h/", "t") as c:
+        assert c.config.ca_file == bundle
+    monkeypatch.delenv("KOHAKURIVER_CA_FILE")
+    path = tmp_path / "home" / ".config" / "kohakuriver" / "client.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"url": "https://file/", "token": "t", "ca_file": bundle}))
+    with Client() as c:
+        assert (c.url, c.config.ca_file) == ("https://file/", bundle)
+    with pytest.raises(ClientConfigError, match="CA file"):
+        Client("https://h/", "t", ca_file=str(tmp_path / "missing.pem"))
 
 
 def test_import_does_not_need_configuration() -> None:

@@ -35,12 +35,15 @@ def make_host(workdir: Path, host_db_url: str) -> Iterator[Callable[..., HostPro
 
 
 @pytest.fixture
-def make_runner(workdir: Path) -> Iterator[Callable[[HostProcess, str, str], RunnerProcess]]:
+def make_runner(workdir: Path) -> Iterator[Callable[..., RunnerProcess]]:
     """Start runners; all are stopped at the end (their tasks are killed too)."""
     runners: list[RunnerProcess] = []
 
-    def make(host: HostProcess, token: str, name: str) -> RunnerProcess:
-        runner = RunnerProcess(host, token, name, workdir / f"state-{name}").start()
+    def make(
+        host: HostProcess, token: str, name: str, extra: list[str] | None = None
+    ) -> RunnerProcess:
+        state = workdir / f"state-{name}"
+        runner = RunnerProcess(host, token, name, state, extra=extra).start()
         runners.append(runner)
         return runner
 

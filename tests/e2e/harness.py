@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ class HostProcess:
         heartbeat: float = 0.3,
         embedded: bool = False,
         extra: list[str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.port = free_port()
@@ -48,7 +50,9 @@ class HostProcess:
         self.heartbeat = heartbeat
         self.embedded = embedded
         self.extra = extra or []
-        self.url = f"http://127.0.0.1:{self.port}/"
+        # https (certfile and keyfile in extra), with a certificate this CA signed
+        self.ca_file = ca_file
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}/"
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "host.log"
 
@@ -76,12 +80,14 @@ class HostProcess:
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=log, env=_child_env(), stdin=subprocess.DEVNULL
         )
+        auth = {"Authorization": f"token {TOKEN}"}
+        verify = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"host exited: {self.log_path.read_text()[-3000:]}")
             try:
-                r = httpx.get(self.url + "api/status", headers={"Authorization": f"token {TOKEN}"})
+                r = httpx.get(self.url + "api/status", headers=auth, verify=verify)
                 if r.status_code == 200:
                     return self
             except httpx.HTTPError:
@@ -100,7 +106,7 @@ class HostProcess:
         self.process = None
 
     def client(self) -> Client:
-        return Client(self.url, TOKEN)
+        return Client(self.url, TOKEN, ca_file=str(self.ca_file) if self.ca_file else None)
 
     def runner_token(self, name: str = "e2e") -> str:
         with self.client() as client:
