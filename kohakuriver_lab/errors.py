@@ -47,6 +47,12 @@ class Conflict(KohakuRiverError):
     status_code = 409
 
 
+class TooManyRequests(KohakuRiverError):
+    """Too many attempts from one address (or in all) in a short time, e.g. logins (429)."""
+
+    status_code = 429
+
+
 class RunnerUnavailable(KohakuRiverError):
     """The node that holds the task is not connected right now (409)."""
 
@@ -66,4 +72,5 @@ ERRORS_BY_STATUS: dict[int, type[KohakuRiverError]] = {
     404: NotFound,
     409: Conflict,
     422: RunnerRequestFailed,
+    429: TooManyRequests,
 }

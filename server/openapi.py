@@ -20,12 +20,15 @@ from kohakuriver_lab.models import (
     EnvironmentExecResult,
     EnvironmentInfo,
     EnvironmentVersionInfo,
+    InvitationCreate,
+    InvitationInfo,
     JobProgress,
     JobResult,
     LogChunk,
     Me,
     NodeInfo,
     QuotaInfo,
+    Registration,
     RunnerTokenCreate,
     RunnerTokenInfo,
     SnapshotInfo,
@@ -71,6 +74,9 @@ MODELS: list[type[BaseModel]] = [
     ClusterSettings,
     TaskReject,
     AuditEventInfo,
+    InvitationCreate,
+    InvitationInfo,
+    Registration,
 ]
 
 
@@ -170,6 +176,7 @@ def _paths() -> dict[str, Any]:
     }
     return {
         **_environment_paths(),
+        **_invitation_paths(),
         "/kohakuriver/api/tasks/{task_id}/snapshots": {
             "get": _node_op(
                 "A VPS's snapshots on its node",
@@ -443,6 +450,56 @@ def _people_paths() -> dict[str, Any]:
                     _query("before", {"type": "string"}, "event ID: older events only"),
                 ],
             )
+        },
+    }
+
+
+def _invitation_paths() -> dict[str, Any]:
+    base = "/kohakuriver/api/invitations"
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    return {
+        base: {
+            "post": _op(
+                "Invite a member: the token and registration URL are shown once (admins: any "
+                "role; operators: viewers only; audited)",
+                {"201": _json(_ref("InvitationInfo"), "Created")},
+                requestBody=_body("InvitationCreate"),
+            ),
+            "get": _op(
+                "Every invitation, without secrets (admins)",
+                {"200": _json(_list_of("invitations", "InvitationInfo"))},
+            ),
+        },
+        base + "/{invitation_id}": {
+            "delete": _op(
+                "Revoke an invitation (admins; audited)",
+                {"204": {"description": "Revoked"}},
+                parameters=[_path_param("invitation_id")],
+            )
+        },
+        "/kohakuriver/register": {
+            "get": {
+                "summary": "The registration form (no credentials: the invitation is one)",
+                "security": [],
+                "parameters": [_query("token", {"type": "string"}, "the invitation token")],
+                "responses": {"200": {"description": "HTML page", **html}},
+            },
+            "post": {
+                "summary": "Create an account with an invitation (JSON or the HTML form; "
+                "rate-limited; audited)",
+                "security": [],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": _ref("Registration")},
+                        "application/x-www-form-urlencoded": {"schema": _ref("Registration")},
+                    },
+                },
+                "responses": {
+                    "201": _json(_ref("UserInfo"), "Created (HTML for the form)"),
+                    **{code: _ERROR for code in ("400", "403", "409", "429")},
+                },
+            },
         },
     }
 

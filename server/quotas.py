@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets.config import LoggingConfigurable
@@ -128,6 +129,10 @@ class QuotaService(LoggingConfigurable):
         return body
 
     def delete(self, subject: str, actor: Caller) -> None:
+        try:  # a subject no quota can have (e.g. with a NUL, which PostgreSQL refuses)
+            QuotaInfo(subject=subject)
+        except ValidationError:
+            raise NotFound(f"no quota for {subject!r}") from None
         with self._db() as session:
             if session.get(Quota, subject) is None:
                 raise NotFound(f"no quota for {subject!r}")

@@ -29,6 +29,7 @@ from .handlers.environments import (
     EnvironmentVersionHandler,
     EnvironmentVersionsHandler,
 )
+from .handlers.invitations import InvitationHandler, InvitationsHandler, RegisterHandler
 from .handlers.jobs import (
     BatchResultsHandler,
     TaskArtifactHandler,
@@ -79,6 +80,8 @@ ROUTES: list[tuple[str, type[Any]]] = [
     (r"/me", MeHandler),
     (r"/users", UsersHandler),
     (r"/users/([A-Za-z0-9][A-Za-z0-9._@-]{0,199})", UserHandler),
+    (r"/invitations", InvitationsHandler),
+    (rf"/invitations/{_ID}", InvitationHandler),
     (r"/tokens", ApiTokensHandler),
     (rf"/tokens/{_ID}", ApiTokenHandler),
     (r"/settings", SettingsHandler),
@@ -93,7 +96,13 @@ ROUTES: list[tuple[str, type[Any]]] = [
 ]
 """(pattern under :data:`API_PREFIX`, handler) pairs."""
 
+PUBLIC_ROUTES: list[tuple[str, type[Any]]] = [
+    (r"/kohakuriver/register", RegisterHandler),
+]
+"""(full pattern, handler) pairs that need no credentials (``allow_unauthenticated``): the
+registration page, where the invitation is the credential."""
+
 
 def handlers() -> list[tuple[str, type[Any]]]:
     """The URL patterns for ``ExtensionApp.handlers`` (base URL is prefixed by jupyter_server)."""
-    return [(API_PREFIX + pattern, handler) for pattern, handler in ROUTES]
+    return [(API_PREFIX + pattern, handler) for pattern, handler in ROUTES] + PUBLIC_ROUTES

@@ -18,6 +18,7 @@ from .db.orm import Task
 from .environments import EnvironmentService
 from .events import EventBus
 from .gateway import RunnerGateway
+from .invitations import InvitationService
 from .jobs import JobService
 from .logstore import LogStore
 from .nodes import NodeRegistry
@@ -46,6 +47,7 @@ class ClusterServices:
     jobs: JobService
     task_tokens: TaskTokens
     environments: EnvironmentService
+    invitations: InvitationService
     audit: AuditLog
     users: UserDirectory
     api_tokens: ApiTokenService
@@ -91,6 +93,7 @@ class ClusterServices:
         audit = AuditLog(db, parent=parent)
         users = UserDirectory(db, audit, host_owner(), parent=parent)
         api_tokens = ApiTokenService(db, audit, parent=parent)
+        invitations = InvitationService(db, audit, users, parent=parent)
         cluster_settings = SettingsService(db, audit, parent=parent)
         quotas = QuotaService(db, audit, users.groups_of, parent=parent)
         scheduler.quotas = quotas
@@ -109,6 +112,7 @@ class ClusterServices:
             jobs,
             task_tokens,
             environments,
+            invitations,
             audit,
             users,
             api_tokens,

@@ -229,7 +229,7 @@ class UserDirectory(LoggingConfigurable):
         session: Session,
     ) -> None:
         """Create an account (registration through an invitation); 409 if it exists."""
-        if session.get(User, username) is not None or username == self.owner:
+        if session.get(User, username) is not None or self._is_admin_by_config(username):
             raise Conflict(f"the user name {username!r} is taken")
         session.add(
             User(
@@ -242,6 +242,24 @@ class UserDirectory(LoggingConfigurable):
                 created_at=time.time(),
             )
         )
+
+    def active_role(self, username: str) -> Role | None:
+        """The role of an existing, active account (``None`` otherwise); never creates one
+        (for checking a login cookie)."""
+        if self._is_admin_by_config(username):
+            member = self._load(username)  # kept an admin
+        else:
+            with self._lock:
+                member = self._members.get(username)
+        if member is None:
+            with self._db() as session:
+                row = session.get(User, username)
+                if row is None:
+                    return None
+                member = _Member(Role(row.role), row.active, tuple(row.groups or []))
+            with self._lock:
+                self._members[username] = member
+        return member.role if member.active else None
 
     def password_hash(self, username: str) -> str | None:
         """The stored password hash of an active account, if it has one."""

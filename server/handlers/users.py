@@ -119,7 +119,7 @@ class AuditHandler(ClusterAPIHandler):
     def get(self) -> None:
         before = self.get_query_argument("before", None)
         limit = self.get_query_argument("limit", "100")
-        if (before is not None and not is_id(before)) or not limit.isdigit():
+        if (before is not None and not is_id(before)) or not is_id(limit):
             raise InvalidRequest("before must be an event ID and limit a number")
         events = self.services.audit.list_events(
             actor=self.get_query_argument("actor", None),

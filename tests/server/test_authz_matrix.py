@@ -18,7 +18,7 @@ import pytest
 import websockets
 
 from kohakuriver_lab.models import ApiTokenCreate, Role, Scope, UserCreate
-from kohakuriver_lab.server.routes import API_PREFIX, ROUTES
+from kohakuriver_lab.server.routes import API_PREFIX, PUBLIC_ROUTES, ROUTES
 from kohakuriver_lab.server.users import host_owner
 from kohakuriver_lab.testing.api import api_call
 
@@ -55,6 +55,10 @@ INNER_RULES = {
     "EnvironmentImageHandler": Role.OPERATOR,
 }
 NOT_FOR_USERS = {"EnvironmentUploadHandler"}  # a node's one-time upload token only
+# Calls whose answer depends on the body the matrix sends (``{}``): the role that needs.
+BODY_RULES = [(r"^/invitations$", "post", Role.ADMIN)]  # {} invites a `user`; operators: viewers
+# Routes outside the API that need no credentials at all (the invitation is the credential).
+PUBLIC = {"RegisterHandler"}
 
 
 def route_cases() -> list[tuple[str, str, str]]:
@@ -95,6 +99,9 @@ def expected_allowed(handler_name: str, method: str, path: str, who: str) -> boo
     if not role.at_least(minimum):
         return False
     concrete = path.replace("{task}", "1")
+    for regex, rule_method, needed in BODY_RULES:
+        if re.match(regex, concrete) and rule_method == method.lower():
+            return role.at_least(needed)
     for regex, rule_method, rule in TASK_RULES:
         if re.match(regex, concrete) and rule_method in ("*", method.lower()):
             own = username == OWNER
@@ -161,6 +168,35 @@ async def test_authorization_matrix(
             assert status < 500, (who, method, concrete, status, body)
         else:
             assert status in (401, 403), (who, method, concrete, status, body)
+
+
+async def test_public_routes_are_open_to_everyone(
+    jp_fetch: Callable[..., Awaitable[Any]], people: dict[str, dict[str, str]], runner_token: str
+) -> None:
+    """Exactly the registration page skips authentication, for every caller alike."""
+    from tornado.httpclient import HTTPClientError
+
+    assert {handler.__name__ for _, handler in PUBLIC_ROUTES} == PUBLIC
+    runner = {"Authorization": f"Bearer {runner_token}"}
+    for pattern, handler in PUBLIC_ROUTES:
+        for method in METHODS:
+            if method not in vars(handler):
+                continue
+            assert getattr(getattr(handler, method), "__allow_unauthenticated", False)
+            for headers in [*people.values(), runner]:
+                body = b"{}" if method != "get" else None
+                try:
+                    response = await jp_fetch(
+                        *pattern.strip("/").split("/"),
+                        method=method.upper(),
+                        headers=headers,
+                        body=body,
+                    )
+                    status = response.code
+                except HTTPClientError as exc:
+                    status = exc.code
+                # GET: the form; POST {}: refused for what it lacks, never for who asks
+                assert status not in (401, 403) and status < 500, (method, pattern, headers)
 
 
 async def test_every_user_route_declares_its_access() -> None:
