@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import HostProcess, RunnerProcess
+from harness import HostProcess, RunnerProcess, docker_client, remove_node_containers
 
 
 @pytest.fixture
@@ -36,14 +36,19 @@ def make_host(workdir: Path, host_db_url: str) -> Iterator[Callable[..., HostPro
 
 @pytest.fixture
 def make_runner(workdir: Path) -> Iterator[Callable[..., RunnerProcess]]:
-    """Start runners; all are stopped at the end (their tasks are killed too)."""
+    """Start runners; all are stopped at the end (their tasks are killed too, and the
+    containers of docker runners removed)."""
     runners: list[RunnerProcess] = []
 
     def make(
-        host: HostProcess, token: str, name: str, extra: list[str] | None = None
+        host: HostProcess,
+        token: str,
+        name: str,
+        extra: list[str] | None = None,
+        backend: str = "local",
     ) -> RunnerProcess:
         state = workdir / f"state-{name}"
-        runner = RunnerProcess(host, token, name, state, extra=extra).start()
+        runner = RunnerProcess(host, token, name, state, backend, extra=extra).start()
         runners.append(runner)
         return runner
 
@@ -51,6 +56,14 @@ def make_runner(workdir: Path) -> Iterator[Callable[..., RunnerProcess]]:
     for runner in runners:
         runner.stop()
     _kill_leftover_tasks(workdir)
+    docker_runners = [runner for runner in runners if "docker" in runner.backend.split(",")]
+    if docker_runners:
+        api = docker_client()
+        try:
+            for runner in docker_runners:
+                remove_node_containers(api, runner.name)
+        finally:
+            api.close()
 
 
 def _kill_leftover_tasks(workdir: Path) -> None:

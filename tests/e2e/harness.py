@@ -15,10 +15,31 @@ from typing import Any
 import httpx
 
 from kohakuriver_lab.client import Client
+from kohakuriver_lab.testing.integration import missing
 
 BIN = Path(sys.executable).parent
 TOKEN = "e2e-secret-token"
 TERMINAL = {"completed", "failed", "killed", "killed_oom", "lost", "rejected", "stopped"}
+
+
+def docker_client(*images: str, timeout: int = 30) -> Any:
+    """A docker ``APIClient`` on a dockerd that holds ``images``; the test misses its daemon
+    otherwise (a skip, or a failure under KOHAKURIVER_REQUIRE_INTEGRATION=1)."""
+    try:
+        import docker
+
+        api = docker.APIClient(version="auto", timeout=timeout, **docker.utils.kwargs_from_env())
+        for image in images:
+            api.inspect_image(image)
+    except Exception as exc:
+        missing(f"no dockerd with {', '.join(images)} ({exc}); see .ci/docker.sh and .ci/images.sh")
+    return api
+
+
+def remove_node_containers(api: Any, node: str) -> None:
+    """Remove every container the runner of ``node`` left behind (tasks, VPS, environments)."""
+    for row in api.containers(all=True, filters={"label": f"kohakuriver.node={node}"}):
+        api.remove_container(row["Id"], force=True)
 
 
 def free_port() -> int:

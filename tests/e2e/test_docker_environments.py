@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import HostProcess, RunnerProcess, wait_for, wait_node
+from harness import HostProcess, RunnerProcess, docker_client, wait_for, wait_node
 
 from kohakuriver_lab.client import Client
 from kohakuriver_lab.errors import InvalidRequest, RunnerRequestFailed
-from kohakuriver_lab.testing.integration import missing
 
 pytestmark = [pytest.mark.integration]
 
@@ -29,40 +28,23 @@ TERMINAL = {"completed", "failed", "killed", "killed_oom", "lost"}
 
 @pytest.fixture
 def docker_api() -> Iterator[Any]:
-    try:
-        import docker
-
-        api = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
-        api.inspect_image(BUSYBOX)
-    except Exception as exc:
-        missing(f"no dockerd with {BUSYBOX} ({exc}); see .ci/docker.sh and .ci/images.sh")
+    api = docker_client(BUSYBOX, timeout=60)
     yield api
     api.close()
 
 
 @pytest.fixture
 def two_nodes(
-    make_host: Callable[..., HostProcess], workdir: Path, docker_api: Any
-) -> Iterator[tuple[HostProcess, RunnerProcess, RunnerProcess]]:
+    make_host: Callable[..., HostProcess],
+    make_runner: Callable[..., RunnerProcess],
+    docker_api: Any,
+) -> tuple[HostProcess, RunnerProcess, RunnerProcess]:
     host = make_host(heartbeat=0.5)
-    runners = []
-    for suffix in ("a", "b"):
-        name = f"env{os.getpid()}{suffix}"
-        runners.append(
-            RunnerProcess(
-                host, host.runner_token(name), name, workdir / f"state-{name}", backend="docker"
-            ).start()
-        )
-    try:
-        yield host, runners[0], runners[1]
-    finally:
-        for runner in runners:
-            runner.stop()
-            rows = docker_api.containers(
-                all=True, filters={"label": f"kohakuriver.node={runner.name}"}
-            )
-            for row in rows:
-                docker_api.remove_container(row["Id"], force=True)
+    first, second = (
+        make_runner(host, host.runner_token(name), name, backend="docker")
+        for name in (f"env{os.getpid()}a", f"env{os.getpid()}b")
+    )
+    return host, first, second
 
 
 def _remove_images(api: Any, repository: str) -> None:

@@ -13,15 +13,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import TERMINAL, TOKEN, HostProcess, RunnerProcess, wait_for, wait_node
+from harness import TERMINAL, TOKEN, HostProcess, RunnerProcess, docker_client, wait_for, wait_node
 
 from kohakuriver_lab.client import Client
-from kohakuriver_lab.testing.integration import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -64,40 +62,23 @@ SQUARE = notebook(*SQUARE_CELLS, parameters="alpha = 1")
 
 @pytest.fixture
 def docker_api() -> Iterator[Any]:
-    try:
-        import docker
-
-        api = docker.APIClient(version="auto", timeout=30, **docker.utils.kwargs_from_env())
-        for image in (NOTEBOOK_IMAGE, BUSYBOX):
-            api.inspect_image(image)
-    except Exception as exc:
-        missing(f"no dockerd with the test images ({exc}); see .ci/docker.sh and .ci/images.sh")
+    api = docker_client(NOTEBOOK_IMAGE, BUSYBOX)
     yield api
     api.close()
 
 
 @pytest.fixture
 def stack(
-    make_host: Callable[..., HostProcess], workdir: Path, docker_api: Any
+    make_host: Callable[..., HostProcess],
+    make_runner: Callable[..., RunnerProcess],
+    docker_api: Any,
 ) -> Iterator[tuple[HostProcess, Client]]:
     host = make_host(heartbeat=0.5)
     name = f"nbdock{os.getpid()}"
-    runner = RunnerProcess(
-        host,
-        host.runner_token(name),
-        name,
-        workdir / f"state-{name}",
-        backend="docker",
-        extra=[HOST_NETWORK],
-    ).start()
-    try:
-        with host.client() as client:
-            wait_node(client, name, "online")
-            yield host, client
-    finally:
-        runner.stop()
-        for row in docker_api.containers(all=True, filters={"label": f"kohakuriver.node={name}"}):
-            docker_api.remove_container(row["Id"], force=True)
+    make_runner(host, host.runner_token(name), name, [HOST_NETWORK], backend="docker")
+    with host.client() as client:
+        wait_node(client, name, "online")
+        yield host, client
 
 
 def _outputs(nb: dict[str, Any]) -> str:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import TERMINAL, HostProcess, RunnerProcess, wait_for, wait_node
+from harness import TERMINAL, HostProcess, RunnerProcess, docker_client, wait_for, wait_node
 
 from kohakuriver_lab.errors import InvalidRequest
-from kohakuriver_lab.testing.integration import missing
 
 pytestmark = [pytest.mark.integration]
 
@@ -25,32 +24,20 @@ BUSYBOX = "kohakuriver-test/busybox"
 
 @pytest.fixture
 def docker_api() -> Iterator[Any]:
-    try:
-        import docker
-
-        api = docker.APIClient(version="auto", timeout=30, **docker.utils.kwargs_from_env())
-        api.inspect_image(BUSYBOX)
-    except Exception as exc:
-        missing(f"no dockerd with {BUSYBOX} ({exc}); see .ci/docker.sh and .ci/images.sh")
+    api = docker_client(BUSYBOX)
     yield api
     api.close()
 
 
 @pytest.fixture
 def docker_runner(
-    make_host: Callable[..., HostProcess], workdir: Path, docker_api: Any
-) -> Iterator[tuple[HostProcess, RunnerProcess]]:
+    make_host: Callable[..., HostProcess],
+    make_runner: Callable[..., RunnerProcess],
+    docker_api: Any,
+) -> tuple[HostProcess, RunnerProcess]:
     host = make_host(heartbeat=0.5)
     name = f"dock{os.getpid()}"
-    runner = RunnerProcess(
-        host, host.runner_token(name), name, workdir / f"state-{name}", backend="docker,local"
-    ).start()
-    try:
-        yield host, runner
-    finally:
-        runner.stop()
-        for row in docker_api.containers(all=True, filters={"label": f"kohakuriver.node={name}"}):
-            docker_api.remove_container(row["Id"], force=True)
+    return host, make_runner(host, host.runner_token(name), name, backend="docker,local")
 
 
 def test_image_task_runs_in_a_container_and_plain_task_locally(
@@ -87,7 +74,10 @@ def test_image_task_runs_in_a_container_and_plain_task_locally(
 
 
 def test_per_task_mounts_follow_the_allow_list(
-    make_host: Callable[..., HostProcess], workdir: Path, docker_api: Any
+    make_host: Callable[..., HostProcess],
+    make_runner: Callable[..., RunnerProcess],
+    workdir: Path,
+    docker_api: Any,
 ) -> None:
     data = workdir / "datasets"
     scratch = workdir / "scratch"
@@ -102,40 +92,33 @@ def test_per_task_mounts_follow_the_allow_list(
         ],
     )
     name = f"mnt{os.getpid()}"
-    runner = RunnerProcess(
-        host, host.runner_token(name), name, workdir / f"state-{name}", backend="docker"
-    ).start()
-    try:
-        with host.client() as client:
-            wait_node(client, runner.name, "online")
+    runner = make_runner(host, host.runner_token(name), name, backend="docker")
+    with host.client() as client:
+        wait_node(client, runner.name, "online")
 
-            def run(command: list[str], mounts: list[str]) -> Any:
-                result = client.submit(command, image=BUSYBOX, mounts=mounts)
-                return wait_for(client, result.task_ids[0], TERMINAL, timeout=30)
+        def run(command: list[str], mounts: list[str]) -> Any:
+            result = client.submit(command, image=BUSYBOX, mounts=mounts)
+            return wait_for(client, result.task_ids[0], TERMINAL, timeout=30)
 
-            task = run(["cat", "/data/hello.txt"], [f"{data}:/data:ro"])
-            assert task.status.value == "completed", task.reason
-            assert client.logs(task.task_id).data == "from the node\n"
-            assert task.mounts == [f"{data}:/data:ro"]
-            task = run(["sh", "-c", "echo x > /data/new"], [f"{data}:/data:ro"])
-            assert task.status.value == "failed"  # read-only inside the container
-            task = run(["sh", "-c", "echo written > /out/result"], [f"{scratch}:/out"])
-            assert task.status.value == "completed"
-            assert (scratch / "result").read_text() == "written\n"
+        task = run(["cat", "/data/hello.txt"], [f"{data}:/data:ro"])
+        assert task.status.value == "completed", task.reason
+        assert client.logs(task.task_id).data == "from the node\n"
+        assert task.mounts == [f"{data}:/data:ro"]
+        task = run(["sh", "-c", "echo x > /data/new"], [f"{data}:/data:ro"])
+        assert task.status.value == "failed"  # read-only inside the container
+        task = run(["sh", "-c", "echo written > /out/result"], [f"{scratch}:/out"])
+        assert task.status.value == "completed"
+        assert (scratch / "result").read_text() == "written\n"
 
-            refused = [
-                ([f"{data}:/data"], "may only be mounted read-only"),
-                ([f"{data}/../../:/data:ro"], "is not allowed"),
-                (["/etc:/etc2:ro"], "is not allowed"),
-                ([f"{scratch}:/etc"], "cannot mount over /etc"),
-                (["relative:/x"], "absolute"),
-            ]
-            for mounts, message in refused:
-                with pytest.raises(InvalidRequest, match=message):
-                    client.submit(["true"], image=BUSYBOX, mounts=mounts)
-            with pytest.raises(InvalidRequest, match="mounts need the docker backend"):
-                client.submit(["true"], mounts=[f"{scratch}:/out"])
-    finally:
-        runner.stop()
-        for row in docker_api.containers(all=True, filters={"label": f"kohakuriver.node={name}"}):
-            docker_api.remove_container(row["Id"], force=True)
+        refused = [
+            ([f"{data}:/data"], "may only be mounted read-only"),
+            ([f"{data}/../../:/data:ro"], "is not allowed"),
+            (["/etc:/etc2:ro"], "is not allowed"),
+            ([f"{scratch}:/etc"], "cannot mount over /etc"),
+            (["relative:/x"], "absolute"),
+        ]
+        for mounts, message in refused:
+            with pytest.raises(InvalidRequest, match=message):
+                client.submit(["true"], image=BUSYBOX, mounts=mounts)
+        with pytest.raises(InvalidRequest, match="mounts need the docker backend"):
+            client.submit(["true"], mounts=[f"{scratch}:/out"])

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import HostProcess, RunnerProcess, wait_for, wait_node
+from harness import HostProcess, RunnerProcess, docker_client, wait_for, wait_node
 
 from kohakuriver_lab.client import Client
 from kohakuriver_lab.errors import InvalidRequest
@@ -29,13 +29,7 @@ LOOPBACK_SSH = '--RunnerApp.backend_options={"docker": {"ssh_address": "127.0.0.
 
 @pytest.fixture
 def docker_api() -> Iterator[Any]:
-    try:
-        import docker
-
-        api = docker.APIClient(version="auto", timeout=60, **docker.utils.kwargs_from_env())
-        api.inspect_image(IMAGE)
-    except Exception as exc:
-        missing(f"no dockerd with {IMAGE} ({exc}); see .ci/docker.sh and .ci/images.sh")
+    api = docker_client(IMAGE, timeout=60)
     if shutil.which("ssh") is None:
         missing("no ssh client (apt-get install openssh-client)")
     yield api
@@ -44,24 +38,14 @@ def docker_api() -> Iterator[Any]:
 
 @pytest.fixture
 def vps_node(
-    make_host: Callable[..., HostProcess], workdir: Path, docker_api: Any
-) -> Iterator[tuple[HostProcess, RunnerProcess]]:
+    make_host: Callable[..., HostProcess],
+    make_runner: Callable[..., RunnerProcess],
+    docker_api: Any,
+) -> tuple[HostProcess, RunnerProcess]:
     host = make_host(heartbeat=0.5)
     name = f"vps{os.getpid()}"
-    runner = RunnerProcess(
-        host,
-        host.runner_token(name),
-        name,
-        workdir / f"state-{name}",
-        backend="docker",
-        extra=[LOOPBACK_SSH],
-    ).start()
-    try:
-        yield host, runner
-    finally:
-        runner.stop()
-        for row in docker_api.containers(all=True, filters={"label": f"kohakuriver.node={name}"}):
-            docker_api.remove_container(row["Id"], force=True)
+    runner = make_runner(host, host.runner_token(name), name, [LOOPBACK_SSH], backend="docker")
+    return host, runner
 
 
 def ssh(
