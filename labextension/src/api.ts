@@ -6,8 +6,22 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { ApiError } from './errors';
 import {
+  IApiToken,
+  IApiTokenCreate,
+  IAuditEvent,
+  IClusterSettings,
   IClusterSummary,
+  IEnvironment,
+  IEnvironmentVersion,
+  IExecResult,
+  IMe,
+  IQuota,
+  ISnapshot,
+  IUserInfo,
+  IUserUpdate,
+  Role,
   ILogChunk,
   INodeInfo,
   IRunnerToken,
@@ -21,16 +35,7 @@ import {
 
 export const API_PREFIX = 'kohakuriver/api';
 
-/** A non-2xx answer of the host: its status and its `{"message"}`. */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string
-  ) {
-    super(message);
-    this.name = 'ApiError';
-  }
-}
+export { ApiError };
 
 export interface ITaskQuery {
   status?: TaskStatus[];
@@ -123,8 +128,30 @@ export class ClusterApi {
     return this.request('POST', 'tasks', body);
   }
 
-  action(id: string, action: 'kill' | 'pause' | 'resume'): Promise<ITaskInfo> {
+  action(id: string, action: 'kill' | 'pause' | 'resume' | 'start' | 'approve'): Promise<ITaskInfo> {
     return this.request('POST', `tasks/${id}/${action}`);
+  }
+
+  /** Refuse a task waiting for approval (operators); it ends `rejected` with the reason. */
+  reject(id: string, reason: string): Promise<ITaskInfo> {
+    return this.request('POST', `tasks/${id}/reject`, { reason });
+  }
+
+  /** Stop a VPS (`stopped`), committing a snapshot first when `snapshot`. */
+  stopVps(id: string, snapshot: boolean): Promise<ITaskInfo> {
+    return this.request('POST', `tasks/${id}/stop`, { snapshot });
+  }
+
+  async snapshots(id: string): Promise<ISnapshot[]> {
+    return (await this.request<{ snapshots: ISnapshot[] }>('GET', `tasks/${id}/snapshots`)).snapshots;
+  }
+
+  async createSnapshot(id: string): Promise<ISnapshot[]> {
+    return (await this.request<{ snapshots: ISnapshot[] }>('POST', `tasks/${id}/snapshots`)).snapshots;
+  }
+
+  deleteSnapshot(id: string, tag: string): Promise<void> {
+    return this.request('DELETE', `tasks/${id}/snapshots/${encodeURIComponent(tag)}`);
   }
 
   logs(id: string, stream: 'stdout' | 'stderr', offset = 0): Promise<ILogChunk> {
@@ -141,9 +168,9 @@ export class ClusterApi {
     return this.request('GET', `nodes/${encodeURIComponent(name)}`);
   }
 
-  /** Who the caller is to the cluster: the owner name its tasks get. */
-  async me(): Promise<string> {
-    return (await this.request<{ username: string }>('GET', 'me')).username;
+  /** Who the caller is to the cluster: name (the owner its tasks get), role, groups, scopes. */
+  me(): Promise<IMe> {
+    return this.request('GET', 'me');
   }
 
   cluster(): Promise<IClusterSummary> {
@@ -162,5 +189,97 @@ export class ClusterApi {
 
   revokeRunnerToken(id: string): Promise<void> {
     return this.request('DELETE', `runner-tokens/${id}`);
+  }
+
+  // ----- users (operators list, admins change) -----
+
+  async users(): Promise<IUserInfo[]> {
+    return (await this.request<{ users: IUserInfo[] }>('GET', 'users')).users;
+  }
+
+  createUser(username: string, role: Role, groups: string[]): Promise<IUserInfo> {
+    return this.request('POST', 'users', { username, role, groups });
+  }
+
+  updateUser(username: string, changes: IUserUpdate): Promise<IUserInfo> {
+    return this.request('PATCH', `users/${encodeURIComponent(username)}`, changes);
+  }
+
+  // ----- personal API tokens -----
+
+  async apiTokens(): Promise<IApiToken[]> {
+    return (await this.request<{ tokens: IApiToken[] }>('GET', 'tokens')).tokens;
+  }
+
+  createApiToken(body: IApiTokenCreate): Promise<IApiToken> {
+    return this.request('POST', 'tokens', body);
+  }
+
+  revokeApiToken(id: string): Promise<void> {
+    return this.request('DELETE', `tokens/${id}`);
+  }
+
+  // ----- settings, quotas, audit -----
+
+  settingsOf(): Promise<IClusterSettings> {
+    return this.request('GET', 'settings');
+  }
+
+  updateSettings(changes: Partial<IClusterSettings>): Promise<IClusterSettings> {
+    return this.request('PATCH', 'settings', changes);
+  }
+
+  async quotas(): Promise<IQuota[]> {
+    return (await this.request<{ quotas: IQuota[] }>('GET', 'quotas')).quotas;
+  }
+
+  putQuota(quota: IQuota): Promise<IQuota> {
+    return this.request('PUT', 'quotas', quota);
+  }
+
+  deleteQuota(subject: string): Promise<void> {
+    return this.request('DELETE', `quotas/${encodeURIComponent(subject)}`);
+  }
+
+  /** The audit log, newest first; `before` (an event ID) for the next page. */
+  async audit(query: { limit?: number; before?: string | null; actor?: string; action?: string } = {}): Promise<IAuditEvent[]> {
+    const q: Record<string, string> = {};
+    for (const key of ['before', 'actor', 'action'] as const) {
+      const value = query[key];
+      if (value) {
+        q[key] = value;
+      }
+    }
+    if (query.limit) {
+      q.limit = String(query.limit);
+    }
+    return (await this.request<{ events: IAuditEvent[] }>('GET', 'audit' + URLExt.objectToQueryString(q))).events;
+  }
+
+  // ----- environments (operators change) -----
+
+  async environments(): Promise<IEnvironment[]> {
+    return (await this.request<{ environments: IEnvironment[] }>('GET', 'environments')).environments;
+  }
+
+  createEnvironment(name: string, image: string, node?: string): Promise<IEnvironment> {
+    return this.request('POST', 'environments', node ? { name, image, node } : { name, image });
+  }
+
+  /** Run an argv (never a shell string) in the environment's container. */
+  execEnvironment(name: string, command: string[]): Promise<IExecResult> {
+    return this.request('POST', `environments/${encodeURIComponent(name)}/exec`, { command });
+  }
+
+  commitEnvironment(name: string, tag?: string): Promise<IEnvironmentVersion> {
+    return this.request('POST', `environments/${encodeURIComponent(name)}/versions`, tag ? { tag } : {});
+  }
+
+  deleteEnvironment(name: string, versions: boolean): Promise<void> {
+    return this.request('DELETE', `environments/${encodeURIComponent(name)}${versions ? '?versions=true' : ''}`);
+  }
+
+  deleteEnvironmentVersion(name: string, version: number): Promise<void> {
+    return this.request('DELETE', `environments/${encodeURIComponent(name)}/versions/${version}`);
   }
 }

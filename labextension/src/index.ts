@@ -21,7 +21,9 @@ import { Widget } from '@lumino/widgets';
 import { clusterIcon } from './icons';
 import { ClusterModel } from './model';
 import { taskLabel } from './models';
+import { AccessView } from './views/access';
 import { AdminView } from './views/admin';
+import { EnvironmentsView } from './views/environments';
 import { NodesView } from './views/nodes';
 import { ClusterSidebar, IPanelActions } from './views/sidebar';
 import { ISubmitDefaults, showSubmitDialog } from './views/submit';
@@ -38,10 +40,13 @@ export namespace CommandIDs {
   export const openNodes = 'kohakuriver:open-nodes';
   export const openTask = 'kohakuriver:open-task';
   export const openAdmin = 'kohakuriver:open-admin';
+  export const openAccess = 'kohakuriver:open-access';
+  export const openEnvironments = 'kohakuriver:open-environments';
+  export const openApprovals = 'kohakuriver:open-approvals';
   export const refresh = 'kohakuriver:refresh';
 }
 
-type View = 'tasks' | 'nodes' | 'admin' | 'task';
+type View = 'tasks' | 'nodes' | 'admin' | 'access' | 'environments' | 'task';
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
@@ -60,18 +65,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const tracker = new WidgetTracker<MainAreaWidget<Widget>>({ namespace: 'kohakuriver' });
     const views = new Map<string, MainAreaWidget<Widget>>();
 
+    const makeView = (view: View, id: string): Widget => {
+      switch (view) {
+        case 'tasks':
+          return new TasksView(model, actions);
+        case 'nodes':
+          return new NodesView(model, actions);
+        case 'admin':
+          return new AdminView(model.api);
+        case 'access':
+          return new AccessView(model);
+        case 'environments':
+          return new EnvironmentsView(model);
+        default:
+          return new TaskDetailView(model, id, actions);
+      }
+    };
+
     const open = (view: View, id = ''): MainAreaWidget<Widget> => {
       const key = view === 'task' ? `task:${id}` : view;
       let widget = views.get(key);
       if (!widget || widget.isDisposed) {
-        const content =
-          view === 'tasks'
-            ? new TasksView(model, actions)
-            : view === 'nodes'
-              ? new NodesView(model, actions)
-              : view === 'admin'
-                ? new AdminView(model.api)
-                : new TaskDetailView(model, id, actions);
+        const content = makeView(view, id);
         widget = new MainAreaWidget({ content });
         widget.id = `kohakuriver-main-${key.replace(':', '-')}`;
         widget.title.icon = clusterIcon;
@@ -95,6 +110,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
       openTasks: () => void commands.execute(CommandIDs.openTasks),
       openNodes: () => void commands.execute(CommandIDs.openNodes),
       openAdmin: () => void commands.execute(CommandIDs.openAdmin),
+      openAccess: () => void commands.execute(CommandIDs.openAccess),
+      openEnvironments: () => void commands.execute(CommandIDs.openEnvironments),
+      openApprovals: () => void commands.execute(CommandIDs.openApprovals),
       submit: () => void commands.execute(CommandIDs.submit),
       openPath: path => void commands.execute('docmanager:open', { path })
     };
@@ -130,10 +148,19 @@ const plugin: JupyterFrontEndPlugin<void> = {
       icon: clusterIcon,
       execute: () => shell.activateById(sidebar.id)
     });
+    const refused = (what: string): void => {
+      const me = model.me;
+      Notification.warning(me ? `${what}: not allowed for the ${me.role} role` : `${what}: ${model.meError || 'the cluster has not said who you are yet'}`, { autoClose: 5000 });
+    };
     commands.addCommand(CommandIDs.submit, {
       label: 'Submit Cluster Task…',
       caption: 'Submit a command to the cluster',
+      isEnabled: () => model.caps.submit,
       execute: async () => {
+        if (!model.caps.submit) {
+          refused('Submitting tasks');
+          return [];
+        }
         const ids = await showSubmitDialog(model, defaults);
         if (ids.length) {
           model.track(ids);
@@ -155,7 +182,28 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     commands.addCommand(CommandIDs.openAdmin, {
       label: 'Open Cluster Admin (Runner Tokens)',
+      isEnabled: () => model.caps.runnerTokens,
       execute: () => open('admin')
+    });
+    commands.addCommand(CommandIDs.openAccess, {
+      label: 'Open Cluster Access (API Tokens, Users, Quotas, Audit)',
+      caption: 'Your API tokens; for operators and admins users, quotas, settings and the audit log',
+      execute: () => open('access')
+    });
+    commands.addCommand(CommandIDs.openEnvironments, {
+      label: 'Open Cluster Environments',
+      caption: 'Container environments: create, exec, commit (operators and admins)',
+      isEnabled: () => model.caps.environments,
+      execute: () => open('environments')
+    });
+    commands.addCommand(CommandIDs.openApprovals, {
+      label: 'Open Tasks Awaiting Approval',
+      isEnabled: () => model.caps.approve,
+      execute: () => {
+        const widget = open('tasks');
+        (widget.content as TasksView).setStatusFilter('pending_approval');
+        return widget;
+      }
     });
     commands.addCommand(CommandIDs.openTask, {
       label: args => (args.id ? `Open Cluster Task ${args.id}` : 'Open Cluster Task'),
@@ -176,7 +224,17 @@ const plugin: JupyterFrontEndPlugin<void> = {
       execute: args => open(String(args.view) as View, String(args.id ?? ''))
     });
     if (palette) {
-      for (const command of [CommandIDs.openPanel, CommandIDs.submit, CommandIDs.openTasks, CommandIDs.openNodes, CommandIDs.openAdmin, CommandIDs.refresh]) {
+      for (const command of [
+        CommandIDs.openPanel,
+        CommandIDs.submit,
+        CommandIDs.openTasks,
+        CommandIDs.openNodes,
+        CommandIDs.openApprovals,
+        CommandIDs.openEnvironments,
+        CommandIDs.openAccess,
+        CommandIDs.openAdmin,
+        CommandIDs.refresh
+      ]) {
         palette.addItem({ command, category: CATEGORY });
       }
     }
@@ -208,12 +266,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     }
 
     // ----- start -----
-    try {
-      // the cluster's name for this user (Jupyter's own identity may be an anonymous one)
-      model.owner = await model.api.me();
-    } catch {
-      model.owner = '';
-    }
+    // Who this user is to the cluster (Jupyter's own identity may be an anonymous one): the
+    // owner name of their tasks, and the role the views and commands follow.
+    model.meChanged.connect(() => commands.notifyCommandChanged());
+    await model.loadMe();
     void model.start();
   }
 };

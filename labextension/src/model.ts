@@ -14,11 +14,14 @@ import {
   compareIds,
   ClusterEvent,
   IClusterSummary,
+  IMe,
   INodeInfo,
   INodeMetrics,
   ITaskInfo,
-  isFinal
+  isFinal,
+  isStaleUpdate
 } from './models';
+import { capabilities, errorText, ICapabilities, normalizeMe } from './roles';
 
 const TRACKED_KEY = 'kohakuriver-lab:tracked-tasks';
 export const HISTORY_LIMIT = 120;
@@ -52,6 +55,73 @@ export class ClusterModel {
   readonly api: ClusterApi;
   readonly live: LiveEvents;
   owner: string;
+
+  /** Who the caller is (`GET /me`, read once at start); null until known. */
+  get me(): IMe | null {
+    return this._me;
+  }
+
+  /** What the caller's role and token scopes allow (nothing while `me` is unknown). */
+  get caps(): ICapabilities {
+    return this._caps;
+  }
+
+  /** Why `/me` failed ('' when it did not). */
+  meError = '';
+
+  /** `me` is known (or changed): views show or hide what the role allows. */
+  get meChanged(): ISignal<this, IMe | null> {
+    return this._meChanged;
+  }
+
+  /** Read `/me` (once at start); on failure the panel offers nothing role-bound. */
+  async loadMe(): Promise<IMe | null> {
+    try {
+      this.setMe(normalizeMe(await this.api.me()));
+      this.meError = '';
+    } catch (error) {
+      this.meError = errorText(error, 'who am I');
+      this.setMe(null);
+    }
+    return this._me;
+  }
+
+  setMe(me: IMe | null): void {
+    this._me = me;
+    this._caps = capabilities(me);
+    this.owner = me?.username ?? '';
+    this._meChanged.emit(me);
+    if (this._caps.approve && this._started) {
+      void this.refreshApprovals();
+    }
+  }
+
+  /** Tasks waiting for approval (operators and admins), newest first. */
+  readonly approvals = new Map<string, ITaskInfo>();
+  /** All tasks waiting (the host's count; the map holds the newest 100). */
+  approvalsTotal = 0;
+
+  get approvalsChanged(): ISignal<this, void> {
+    return this._approvalsChanged;
+  }
+
+  /** Re-read the approval queue (only for those who may approve). */
+  async refreshApprovals(): Promise<void> {
+    if (!this._caps.approve) {
+      return;
+    }
+    try {
+      const page = await this.api.listTasks({ status: ['pending_approval'], limit: 100, count: true });
+      this.approvals.clear();
+      for (const t of page.tasks) {
+        this.approvals.set(t.task_id, t);
+      }
+      this.approvalsTotal = page.total ?? page.tasks.length;
+      this._approvalsChanged.emit();
+    } catch {
+      // the queue stays as it was; the next resync tries again
+    }
+  }
 
   /** Seconds between polls while the live socket is down; a change applies at once. */
   get refreshInterval(): number {
@@ -120,7 +190,7 @@ export class ClusterModel {
     }
     this._started = true;
     this.live.start();
-    await this.refresh();
+    await Promise.all([this.refresh(), this.refreshApprovals()]);
   }
 
   dispose(): void {
@@ -172,6 +242,21 @@ export class ClusterModel {
     this._applyTask(task);
   }
 
+  /**
+   * Run an action on a task and apply its answer, unless the events socket told something
+   * about that task while the request was out: every change is published there, so the
+   * socket's state is at least as new (a fast node may report `running` before the 202 of
+   * `start` or `approve` comes back, and that answer must not roll the screen back).
+   */
+  async act(taskId: string, request: () => Promise<ITaskInfo>): Promise<ITaskInfo> {
+    const before = this._seen.get(taskId) ?? 0;
+    const task = await request();
+    if ((this._seen.get(taskId) ?? 0) === before) {
+      this._applyTask(task);
+    }
+    return task;
+  }
+
   private _setNodes(nodes: INodeInfo[]): void {
     const names = new Set(nodes.map(n => n.name));
     let listChanged = names.size !== this.nodes.size;
@@ -221,6 +306,10 @@ export class ClusterModel {
   private _onEvent(event: ClusterEvent): void {
     switch (event.type) {
       case 'task':
+        this._seen.set(event.task.task_id, (this._seen.get(event.task.task_id) ?? 0) + 1);
+        if (this._seen.size > 5000) {
+          this._seen.delete(this._seen.keys().next().value as string);
+        }
         this._applyTask(event.task);
         // Usage and totals move with task states: one debounced re-read for a burst.
         this._scheduleUsageRefresh();
@@ -252,12 +341,15 @@ export class ClusterModel {
     // A task never leaves a final status: a later non-final snapshot (an action's answer
     // overtaken by the socket's event) is stale and must not undo what the screen shows.
     if (isFinal(task.status)) {
-      this._finalIds.add(task.task_id);
+      this._finalIds.set(task.task_id, { status: task.status, task_type: task.task_type });
       if (this._finalIds.size > 5000) {
-        this._finalIds.delete(this._finalIds.values().next().value as string);
+        this._finalIds.delete(this._finalIds.keys().next().value as string);
       }
     } else if (this._finalIds.has(task.task_id)) {
-      return;
+      if (isStaleUpdate(this._finalIds.get(task.task_id), task)) {
+        return;
+      }
+      this._finalIds.delete(task.task_id); // a stopped VPS started again
     }
     if (!this.owner || task.owner === this.owner) {
       if (this.recent.has(task.task_id) || !this.recent.size || compareIds(task.task_id, this._oldestRecent()) > 0) {
@@ -269,6 +361,25 @@ export class ClusterModel {
     }
     this._taskChanged.emit(task);
     this._checkTracked(task);
+    this._noteApproval(task);
+  }
+
+  private _noteApproval(task: ITaskInfo): void {
+    if (!this._caps.approve) {
+      return;
+    }
+    const waiting = task.status === 'pending_approval';
+    const had = this.approvals.has(task.task_id);
+    if (waiting) {
+      this.approvals.set(task.task_id, task);
+      this.approvalsTotal += had ? 0 : 1;
+    } else if (had) {
+      this.approvals.delete(task.task_id);
+      this.approvalsTotal = Math.max(0, this.approvalsTotal - 1);
+    }
+    if (waiting || had) {
+      this._approvalsChanged.emit();
+    }
   }
 
   private _oldestRecent(): string {
@@ -321,6 +432,7 @@ export class ClusterModel {
       this._pollBackoff.reset();
       if (this._wasDown) {
         void this.refresh();
+        void this.refreshApprovals();
       }
       this._wasDown = false;
       this._pollingChanged.emit();
@@ -352,6 +464,7 @@ export class ClusterModel {
       }
       if (!this.lastError) {
         this._pollBackoff.reset();
+        void this.refreshApprovals();
       }
       if ((this.live.state as string) !== 'live' && !this._pollTimer) {
         this._schedulePoll();
@@ -359,10 +472,16 @@ export class ClusterModel {
     }, delay);
   }
 
+  private _me: IMe | null = null;
+  private _caps: ICapabilities = capabilities(null);
+  private _meChanged = new Signal<this, IMe | null>(this);
+  private _approvalsChanged = new Signal<this, void>(this);
   private _refreshInterval = 10;
   private _pollDelayMs = 0;
   private _polling = false;
-  private _finalIds = new Set<string>();
+  /** Socket events seen per task (orders an action's answer against them). */
+  private _seen = new Map<string, number>();
+  private _finalIds = new Map<string, Pick<ITaskInfo, 'status' | 'task_type'>>();
   private _pollingChanged = new Signal<this, void>(this);
   private _started = false;
   private _wasDown = false;

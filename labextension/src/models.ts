@@ -75,6 +75,16 @@ export interface ITaskInfo {
   output_path?: string | null;
   /** Notebook jobs: cells done of total, and the error that stopped it. */
   progress?: { done: number; total: number; cell: number | null; error: string | null } | null;
+  /** VPS: the SSH port on its node (null until it runs). */
+  ssh_port?: number | null;
+  /** `name:tag` of the environment it runs in. */
+  environment?: string | null;
+  mounts?: string[];
+  /**
+   * Someone else's task as a `user`/`viewer` sees it: command, env, workdir, reason,
+   * output and SSH port are blanked by the host.
+   */
+  redacted?: boolean;
   submitted_at: number;
   started_at?: number | null;
   finished_at?: number | null;
@@ -175,6 +185,129 @@ export interface IRunnerToken {
   token?: string | null;
 }
 
+// ----- users, tokens, approvals, quotas, audit -----
+
+/** Cluster roles, each including the one before. */
+export type Role = 'viewer' | 'user' | 'operator' | 'admin';
+export const ROLES: Role[] = ['viewer', 'user', 'operator', 'admin'];
+
+/** What an API token may do within its user's role (`admin` ⊃ `submit` ⊃ `read`). */
+export type Scope = 'read' | 'submit' | 'admin';
+export const SCOPES: Scope[] = ['read', 'submit', 'admin'];
+
+/** `GET /me`: who the caller is to the cluster. */
+export interface IMe {
+  username: string;
+  role: Role;
+  groups: string[];
+  /** The API token's scopes; null: not narrowed (a Jupyter login). */
+  scopes: Scope[] | null;
+  /** `jupyter` or `api-token`. */
+  via: string;
+}
+
+export interface IUserInfo {
+  username: string;
+  role: Role;
+  active: boolean;
+  groups: string[];
+  has_password?: boolean;
+  created_by: string;
+  created_at: number;
+  last_seen_at?: number | null;
+}
+
+export interface IUserUpdate {
+  role?: Role;
+  active?: boolean;
+  groups?: string[];
+}
+
+export interface IApiToken {
+  token_id: string;
+  username: string;
+  name: string;
+  scopes?: Scope[] | null;
+  created_at: number;
+  expires_at?: number | null;
+  last_used_at?: number | null;
+  revoked?: boolean;
+  /** Only in the answer to the create call. */
+  token?: string | null;
+}
+
+export interface IApiTokenCreate {
+  name: string;
+  /** Omitted: everything the role may do. */
+  scopes?: Scope[];
+  /** null: never expires. */
+  expires_in_days?: number | null;
+}
+
+/** Limits of `user:NAME` or `group:NAME`; null: no limit. */
+export interface IQuota {
+  subject: string;
+  max_gpus: number | null;
+  max_cores: number | null;
+  max_tasks: number | null;
+  max_vps: number | null;
+}
+
+export interface IClusterSettings {
+  approvals_required: boolean;
+}
+
+export interface IAuditEvent {
+  event_id: string;
+  at: number;
+  actor: string;
+  action: string;
+  target?: string | null;
+  detail?: Record<string, unknown> | null;
+  address?: string | null;
+}
+
+// ----- environments and VPS snapshots -----
+
+export interface IEnvironmentVersion {
+  name: string;
+  version: number;
+  tag: string;
+  image: string;
+  image_id: string;
+  size: number;
+  sha256: string;
+  created_at: number;
+  created_by: string;
+}
+
+export interface IEnvironment {
+  name: string;
+  node: string | null;
+  base_image: string;
+  /** running, creating, committing, failed or removed. */
+  status: string;
+  reason?: string | null;
+  created_by: string;
+  created_at: number;
+  versions: IEnvironmentVersion[];
+}
+
+export interface IExecResult {
+  exit_code: number | null;
+  stdout: string;
+  stderr: string;
+  truncated?: boolean;
+  timed_out?: boolean;
+}
+
+export interface ISnapshot {
+  tag: string;
+  image: string;
+  created: number;
+  size?: number;
+}
+
 export interface ILogChunk {
   offset: number;
   next_offset: number;
@@ -262,6 +395,9 @@ export function taskLabel(task: ITaskInfo): string {
   if (task.name) {
     return task.name;
   }
+  if (task.redacted && !task.command.length) {
+    return `(${task.task_type}, details hidden)`;
+  }
   const cmd = formatCommand(task.command);
   return cmd.length > 40 ? cmd.slice(0, 39) + '…' : cmd;
 }
@@ -282,10 +418,17 @@ export function isFinal(status: TaskStatus): boolean {
 /**
  * Whether `next` is an older snapshot than `known`: a task never leaves a final status, so
  * a non-final state after a final one is stale (e.g. a kill's 202 answer that arrives after
- * the socket already pushed `killed`).
+ * the socket already pushed `killed`). The one way out is a `stopped` VPS started again: its
+ * new run has `kill_requested` cleared, while late answers of the stopped run still carry it.
  */
-export function isStaleUpdate(known: ITaskInfo | undefined, next: ITaskInfo): boolean {
-  return !!known && isFinal(known.status) && !isFinal(next.status);
+export function isStaleUpdate(
+  known: Pick<ITaskInfo, 'status' | 'task_type'> | undefined,
+  next: ITaskInfo
+): boolean {
+  if (!known || !isFinal(known.status) || isFinal(next.status)) {
+    return false;
+  }
+  return !(known.status === 'stopped' && known.task_type === 'vps' && !next.kill_requested);
 }
 
 /** Which actions make sense for a task in a status. */

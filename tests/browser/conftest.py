@@ -1,5 +1,6 @@
 """Fixtures of the panel's browser tests: one ``jupyter lab`` (host + embedded runner + 49
-fake nodes + 10,000 task rows) and one headless Chromium page for the whole module.
+fake nodes + 10,000 task rows) for the whole session, and one headless Chromium with one
+page per module (``open_page`` makes more, e.g. one acting as another cluster user).
 
 Skips without Chromium, Playwright or the built labextension; fails instead under
 ``KOHAKURIVER_REQUIRE_INTEGRATION=1`` (CI).
@@ -48,7 +49,7 @@ def jp_server_cleanup() -> Iterator[None]:
     yield None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
         missing("no Chromium (apt-get install chromium chromium-driver)")
@@ -69,28 +70,56 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def page(lab: Any) -> Iterator[Any]:
+def browser(lab: Any) -> Iterator[Any]:
+    """One headless Chromium per module (Playwright's sync API, closed with the module)."""
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1400, "height": 900})
-            pg = context.new_page()
-            pg.console_errors = []  # type: ignore[attr-defined]
-
-            def on_console(msg: Any) -> None:
-                if msg.type == "error":
-                    pg.console_errors.append(msg.text)  # type: ignore[attr-defined]
-
-            pg.on("console", on_console)
-            pg.on("pageerror", lambda exc: pg.console_errors.append(f"pageerror: {exc}"))  # type: ignore[attr-defined]
-            pg.goto(f"{lab.url}/lab?token={lab.token}")
-            pg.wait_for_selector('.lm-TabBar-tab[data-id="kohakuriver-panel"]', timeout=60_000)
-            pg.wait_for_function(
-                "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('kohakuriver:open-tasks')"
-            )
-            yield pg
+            yield chromium
         finally:
-            browser.close()
+            chromium.close()
+
+
+def open_page(browser: Any, lab: Any, workspace: str = "", bearer: str = "") -> Any:
+    """A JupyterLab page, logged in with the server token, its console errors collected in
+    ``page.console_errors``. ``workspace``: a named (fresh) workspace instead of the default.
+    ``bearer``: a personal API token (``kra_...``) put on every request of the panel's REST
+    API, so the panel acts as that token's cluster user (its role, its tasks); Jupyter's own
+    routes and the events socket keep the server token's identity."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = context.new_page()
+    pg.console_errors = []  # type: ignore[attr-defined]
+
+    def on_console(msg: Any) -> None:
+        if msg.type == "error":
+            pg.console_errors.append(msg.text)  # type: ignore[attr-defined]
+
+    pg.on("console", on_console)
+    pg.on("pageerror", lambda exc: pg.console_errors.append(f"pageerror: {exc}"))  # type: ignore[attr-defined]
+    if bearer:
+
+        def as_member(route: Any) -> None:
+            headers = dict(route.request.headers)
+            headers["authorization"] = f"Bearer {bearer}"
+            route.continue_(headers=headers)
+
+        pg.route("**/kohakuriver/api/**", as_member)
+    path = f"/lab/workspaces/{workspace}" if workspace else "/lab"
+    pg.goto(f"{lab.url}{path}?token={lab.token}")
+    pg.wait_for_selector('.lm-TabBar-tab[data-id="kohakuriver-panel"]', timeout=60_000)
+    pg.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('kohakuriver:open-tasks')"
+    )
+    return pg
+
+
+@pytest.fixture(scope="module")
+def page(lab: Any, browser: Any) -> Iterator[Any]:
+    pg = open_page(browser, lab)
+    try:
+        yield pg
+    finally:
+        pg.context.close()

@@ -84,17 +84,22 @@ class Lab:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runners: list[FakeRunner] = []
+        self.extra_runners: list[FakeRunner] = []
+        self.fleet_token = ""
         self.populate_s = 0.0
         self._beats: asyncio.Future[Any] | None = None
 
     # ----- REST -----
-    def api(self, method: str, path: str, body: Any = None) -> Any:
+    def api(self, method: str, path: str, body: Any = None, *, bearer: str = "") -> Any:
+        """Call the host's REST API as the server's owner (an admin), or with ``bearer`` (a
+        personal API token) as that token's user."""
         data = None if body is None else json.dumps(body).encode()
+        auth = f"Bearer {bearer}" if bearer else f"token {self.token}"
         req = urllib.request.Request(
             f"{self.url}/kohakuriver/api/{path}",
             data=data,
             method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            headers={"Authorization": auth, "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(req, timeout=10) as resp:
             text = resp.read()
@@ -165,6 +170,7 @@ class Lab:
         token = (
             await asyncio.to_thread(self.api, "POST", "runner-tokens", {"name": "fake-fleet"})
         )["token"]
+        self.fleet_token = token
         self.runners = [
             FakeRunner(
                 self.url, token, f"fake-{i:02d}", cores=16, gpus=4, numa_nodes=2,
@@ -205,13 +211,26 @@ class Lab:
                     pass
             await asyncio.sleep(1.0)
 
+    def add_runner(self, name: str, **options: Any) -> FakeRunner:
+        """Connect one more fake node (e.g. ``backends=("docker",)``); it heartbeats itself."""
+
+        async def connect() -> FakeRunner:
+            runner = FakeRunner(self.url, self.fleet_token, name, **options)
+            await runner.connect()
+            return runner
+
+        runner: FakeRunner = self.call(connect())
+        self.extra_runners.append(runner)
+        return runner
+
     def stop(self) -> None:
         if self.thread.is_alive():
 
             async def close() -> None:
                 if self._beats:
                     self._beats.cancel()
-                await asyncio.gather(*(r.close() for r in self.runners), return_exceptions=True)
+                runners = self.runners + self.extra_runners
+                await asyncio.gather(*(r.close() for r in runners), return_exceptions=True)
 
             try:
                 self.call(close(), timeout=10)

@@ -6,6 +6,7 @@ import { Widget } from '@lumino/widgets';
 import { ClusterApi } from '../api';
 import { button, h, replaceChildren } from '../components/dom';
 import { formatTime, IRunnerToken } from '../models';
+import { errorText } from '../roles';
 
 export class AdminView extends Widget {
   constructor(readonly api: ClusterApi) {
@@ -55,7 +56,7 @@ export class AdminView extends Widget {
         tokens.length ? tokens.map(t => this._row(t)) : h('tr', null, h('td', { colspan: 6, class: 'kr-Muted' }, 'No runner tokens.'))
       );
     } catch (error) {
-      this._showError((error as Error).message);
+      this._showError(errorText(error, 'runner tokens'));
     }
   }
 
@@ -103,7 +104,7 @@ export class AdminView extends Widget {
       this._created.hidden = false;
       await this.reload();
     } catch (error) {
-      this._showError((error as Error).message);
+      this._showError(errorText(error, 'create token'));
     }
   }
 
@@ -117,7 +118,7 @@ export class AdminView extends Widget {
       try {
         await this.api.revokeRunnerToken(t.token_id);
       } catch (error) {
-        this._showError((error as Error).message);
+        this._showError(errorText(error, 'revoke'));
       }
       await this.reload();
     }

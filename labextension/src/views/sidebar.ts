@@ -13,6 +13,10 @@ export interface IPanelActions {
   openTasks(): void;
   openNodes(): void;
   openAdmin(): void;
+  openAccess(): void;
+  openEnvironments(): void;
+  /** The Tasks view filtered to tasks awaiting approval. */
+  openApprovals(): void;
   submit(): void;
   /** Open a file of the Jupyter contents (e.g. a notebook job's executed notebook). */
   openPath(path: string): void;
@@ -35,6 +39,9 @@ export class ClusterSidebar extends Widget {
     this._counts = h('div', { class: 'kr-Counts' });
     this._nodes = h('div', { class: 'kr-NodeList' });
     this._tasks = h('ul', { class: 'kr-RecentTasks', 'aria-label': 'recent tasks' });
+    this._who = h('div', { class: 'kr-Who kr-Muted', 'data-kr': 'who' });
+    this._toolbar = h('div', { class: 'kr-Toolbar', role: 'toolbar', 'aria-label': 'Cluster views' });
+    this._approvals = h('div', { class: 'kr-ApprovalsNote', hidden: true });
     replaceChildren(
       this.node,
       h(
@@ -43,14 +50,9 @@ export class ClusterSidebar extends Widget {
         h('h2', null, 'Cluster'),
         this._live
       ),
-      h(
-        'div',
-        { class: 'kr-Toolbar' },
-        button('Submit…', () => actions.submit(), { accent: true, title: 'Submit a task' }),
-        button('Tasks', () => actions.openTasks(), { title: 'Open the task list' }),
-        button('Nodes', () => actions.openNodes(), { title: 'Open the node view' }),
-        button('Admin', () => actions.openAdmin(), { title: 'Runner tokens' })
-      ),
+      this._who,
+      this._toolbar,
+      this._approvals,
       this._error,
       h('section', { class: 'kr-Summary', 'aria-label': 'cluster summary' }, this._counts, this._cores, this._mem, this._gpus),
       h('h3', null, 'Nodes'),
@@ -64,10 +66,50 @@ export class ClusterSidebar extends Widget {
     model.resynced.connect(() => this._renderTasks(), this);
     model.liveStateChanged.connect(this._renderLive, this);
     model.pollingChanged.connect(this._renderLive, this);
+    model.meChanged.connect(this._renderRole, this);
+    model.approvalsChanged.connect(this._renderApprovals, this);
+    this._renderRole();
     this._renderLive();
     this._renderSummary();
     this._renderNode(null);
     this._renderTasks();
+  }
+
+  /** The toolbar and the "signed in as" line follow the caller's role. */
+  private _renderRole(): void {
+    const me = this.model.me;
+    const caps = this.model.caps;
+    const a = this.actions;
+    replaceChildren(
+      this._toolbar,
+      caps.submit ? button('Submit…', () => a.submit(), { accent: true, title: 'Submit a task' }) : null,
+      button('Tasks', () => a.openTasks(), { title: 'Open the task list' }),
+      button('Nodes', () => a.openNodes(), { title: 'Open the node view' }),
+      caps.environments ? button('Envs', () => a.openEnvironments(), { title: 'Container environments' }) : null,
+      me ? button('Access', () => a.openAccess(), { title: caps.viewUsers ? 'API tokens, users, quotas, settings' : 'Your API tokens' }) : null,
+      caps.runnerTokens ? button('Admin', () => a.openAdmin(), { title: 'Runner tokens' }) : null
+    );
+    this.node.dataset.role = me?.role ?? '';
+    replaceChildren(
+      this._who,
+      me ? ['Signed in as ', h('strong', null, me.username), ` (${me.role})`] : this.model.meError ? h('span', { class: 'kr-Error' }, this.model.meError) : ''
+    );
+    this._renderApprovals();
+  }
+
+  private _renderApprovals(): void {
+    const n = this.model.approvalsTotal;
+    const show = this.model.caps.approve && n > 0;
+    this._approvals.hidden = !show;
+    replaceChildren(
+      this._approvals,
+      show
+        ? button(`${n} awaiting approval`, () => this.actions.openApprovals(), { cls: 'kr-ApprovalsButton', title: 'Open the tasks awaiting approval' })
+        : null
+    );
+    if (show) {
+      (this._approvals.firstChild as HTMLElement).dataset.kr = 'approvals';
+    }
   }
 
   private _renderLive(): void {
@@ -154,6 +196,9 @@ export class ClusterSidebar extends Widget {
   }
 
   private _live: HTMLElement;
+  private _who: HTMLElement;
+  private _toolbar: HTMLElement;
+  private _approvals: HTMLElement;
   private _error: HTMLElement;
   private _cores: HTMLElement;
   private _mem: HTMLElement;

@@ -15,7 +15,9 @@ import { ClusterModel } from '../model';
 import {
   ALL_STATUSES,
   allowedActions,
+  compareIds,
   emptyFilter,
+  formatBytes,
   formatDuration,
   formatGpuRequest,
   formatTime,
@@ -27,7 +29,12 @@ import {
   TaskType,
   taskLabel
 } from '../models';
+import { mayControl } from '../roles';
+import { approveTask, rejectTask } from './approvals';
 import { IPanelActions } from './sidebar';
+
+/** Waiting tasks listed in the queue above the table (the rest: "Show all"). */
+const QUEUE_SHOWN = 8;
 
 const COLUMNS: { key: SortKey | null; label: string }[] = [
   { key: 'task_id', label: 'ID' },
@@ -41,7 +48,7 @@ const COLUMNS: { key: SortKey | null; label: string }[] = [
   { key: 'duration', label: 'Duration' }
 ];
 
-const ACTIVE: TaskStatus[] = ['pending', 'assigning', 'running', 'paused'];
+const ACTIVE: TaskStatus[] = ['pending_approval', 'pending', 'assigning', 'running', 'paused'];
 const MAX_LOADED = 50000;
 
 export class TasksView extends Widget {
@@ -75,8 +82,11 @@ export class TasksView extends Widget {
     this._thead = h('thead');
     this._tbody = h('tbody', { onkeydown: (e: KeyboardEvent) => this._onRowKey(e) });
     this._pager = h('nav', { class: 'kr-Pager', 'aria-label': 'pages' });
+    this._submitBtn = button('Submit…', () => actions.submit(), { accent: true, title: 'Submit a task' });
+    this._queue = h('section', { class: 'kr-ApprovalQueue', 'aria-label': 'Tasks awaiting approval', hidden: true });
     replaceChildren(
       this.node,
+      this._queue,
       h(
         'div',
         { class: 'kr-Toolbar kr-TasksToolbar' },
@@ -86,7 +96,7 @@ export class TasksView extends Widget {
         this._nodeFilter,
         this._text,
         button('Refresh', () => this._reload(), { title: 'Reload the list' }),
-        button('Submit…', () => actions.submit(), { accent: true, title: 'Submit a task' }),
+        this._submitBtn,
         this._killBtn,
         this._info
       ),
@@ -96,7 +106,66 @@ export class TasksView extends Widget {
     this._renderHead();
     model.taskChanged.connect((_, t) => this._onTask(t), this);
     model.resynced.connect(() => this._reload(), this);
+    model.approvalsChanged.connect(() => this._renderQueue(), this);
+    model.meChanged.connect(() => {
+      this._gate();
+      this._render();
+    }, this);
+    this._gate();
+    this._renderQueue();
     this._reload();
+  }
+
+  /** Show only what the role may use: Submit, Kill selected, the approval queue. */
+  private _gate(): void {
+    const caps = this.model.caps;
+    this._submitBtn.hidden = !caps.submit;
+    this._killBtn.hidden = !caps.submit;
+    this._renderQueue();
+  }
+
+  /** The approval queue (operators and admins): the newest waiting tasks with Approve / Reject. */
+  private _renderQueue(): void {
+    const model = this.model;
+    const waiting = [...model.approvals.values()].sort((a, b) => compareIds(b.task_id, a.task_id));
+    const show = model.caps.approve && waiting.length > 0;
+    this._queue.hidden = !show;
+    this.node.dataset.approvals = show ? String(model.approvalsTotal) : '0';
+    if (!show) {
+      replaceChildren(this._queue);
+      return;
+    }
+    const total = Math.max(model.approvalsTotal, waiting.length);
+    replaceChildren(
+      this._queue,
+      h(
+        'div',
+        { class: 'kr-Toolbar' },
+        h('h3', { 'data-kr': 'approvals-count' }, `${total} task${total === 1 ? '' : 's'} awaiting approval`),
+        button('Show all in the table', () => this.setStatusFilter('pending_approval'), { title: 'Filter the table to tasks awaiting approval' })
+      ),
+      h(
+        'ul',
+        { class: 'kr-QueueList' },
+        waiting.slice(0, QUEUE_SHOWN).map(t =>
+          h(
+            'li',
+            { 'data-task': t.task_id },
+            h(
+              'button',
+              { type: 'button', class: 'kr-TaskLink kr-QueueTask', title: `Open task ${t.task_id}`, onclick: () => this.actions.openTask(t.task_id) },
+              h('span', { class: 'kr-TaskLink-label' }, taskLabel(t)),
+              h('span', null, t.owner),
+              h('span', { class: 'kr-Muted' }, `${t.req_cores} cores · ${t.req_memory ? formatBytes(t.req_memory) : 'no memory limit'} · GPUs ${formatGpuRequest(t.req_gpus)}${t.target ? ' · ' + t.target : ''}`),
+              h('span', { class: 'kr-Muted' }, formatTime(t.submitted_at))
+            ),
+            button('Approve', () => void approveTask(this.model, t), { accent: true, title: `Approve task ${t.task_id} of ${t.owner}` }),
+            button('Reject…', () => void rejectTask(this.model, t), { cls: 'kr-mod-danger', title: `Reject task ${t.task_id} of ${t.owner}` })
+          )
+        )
+      ),
+      waiting.length > QUEUE_SHOWN ? h('p', { class: 'kr-Muted' }, `and ${total - QUEUE_SHOWN} more`) : null
+    );
   }
 
   readonly api: ClusterApi;
@@ -229,7 +298,7 @@ export class TasksView extends Widget {
       onchange: (e: Event) => {
         const on = (e.target as HTMLInputElement).checked;
         for (const t of this.table.pageRows()) {
-          if (on && allowedActions(t).kill) {
+          if (on && this._mayKill(t)) {
             this._selected.add(t.task_id);
           } else {
             this._selected.delete(t.task_id);
@@ -476,9 +545,10 @@ export class TasksView extends Widget {
     const c = row.cells;
     const box = c[0].firstChild as HTMLInputElement;
     box.checked = this._selected.has(t.task_id);
-    box.disabled = !allowedActions(t).kill;
+    box.disabled = !this._mayKill(t);
     c[2].textContent = taskLabel(t);
-    c[2].title = t.command.join(' ');
+    c[2].title = t.redacted ? 'details hidden (not your task)' : t.command.join(' ');
+    c[2].classList.toggle('kr-mod-hidden', !!t.redacted);
     setStatusBadge(c[3].firstChild as HTMLElement, t.status);
     c[4].textContent = t.task_type;
     c[5].textContent = t.owner;
@@ -486,6 +556,11 @@ export class TasksView extends Widget {
     c[7].textContent = t.assigned_gpus?.length ? t.assigned_gpus.join(',') : formatGpuRequest(t.req_gpus);
     c[8].textContent = formatTime(t.submitted_at);
     c[9].textContent = t.started_at ? formatDuration((t.finished_at ?? Date.now() / 1000) - t.started_at) : '–';
+  }
+
+  /** Whether this caller may select the task to kill it (own tasks; operators: all). */
+  private _mayKill(t: ITaskInfo): boolean {
+    return allowedActions(t).kill && mayControl(this.model.me, t);
   }
 
   private async _killSelected(): Promise<void> {
@@ -506,7 +581,7 @@ export class TasksView extends Widget {
     const worker = async () => {
       for (let id = queue.shift(); id; id = queue.shift()) {
         try {
-          this.model.noteTask(await this.api.action(id, 'kill'));
+          await this.model.act(id, () => this.api.action(id, 'kill'));
           this._selected.delete(id);
         } catch (error) {
           failures.push(`${id}: ${(error as Error).message}`);
@@ -533,6 +608,8 @@ export class TasksView extends Widget {
   private _nodeFilter: HTMLInputElement;
   private _text: HTMLInputElement;
   private _killBtn: HTMLButtonElement;
+  private _submitBtn: HTMLButtonElement;
+  private _queue: HTMLElement;
   private _info: HTMLElement;
   private _thead: HTMLTableSectionElement;
   private _tbody: HTMLTableSectionElement;
