@@ -156,6 +156,52 @@ def test_vps_ssh_snapshot_stop_start(
                     docker_api.remove_image(tag, force=True)
 
 
+def test_vps_survives_a_runner_restart(
+    vps_node: tuple[HostProcess, RunnerProcess], docker_api: Any, workdir: Path
+) -> None:
+    """SIGKILL the runner under a running VPS: the container keeps serving SSH, the host marks
+    the task ``lost``, the restarted runner finds the container by label, the task is
+    ``running`` again with the same port, and a stop with snapshot still works."""
+    host, runner = vps_node
+    with host.client() as client:
+        wait_node(client, runner.name, "online")
+        result = client.submit_request(
+            {"task_type": "vps", "image": IMAGE, "generate_ssh_key": True, "name": "restart"}
+        )
+        task_id = result.task_ids[0]
+        key = workdir / "vps_key"
+        key.write_text(result.ssh_private_key or "")
+        key.chmod(0o600)
+        try:
+            task = running_vps(client, task_id)
+            assert ssh_ready(
+                key, task.ssh_port, "echo before > /root/marker; cat /root/marker"
+            ) == ("before\n")
+
+            runner.kill()
+            wait_node(client, runner.name, "offline")
+            assert wait_for(client, task_id, {"lost"}).status.value == "lost"
+            # nobody watches it, but the VPS keeps serving its user
+            assert ssh(key, task.ssh_port, "cat /root/marker").stdout == "before\n"
+
+            runner.start()
+            wait_node(client, runner.name, "online")
+            revived = running_vps(client, task_id)
+            assert revived.ssh_port == task.ssh_port
+            assert ssh_ready(key, revived.ssh_port, "cat /root/marker") == "before\n"
+
+            client.stop_vps(task_id)
+            stopped = wait_for(client, task_id, {"stopped", "failed", "killed"}, timeout=60)
+            assert stopped.status.value == "stopped", stopped.reason
+            snapshots = client.list_snapshots(task_id)
+            assert len(snapshots) == 1 and snapshots[0].image in (stopped.reason or "")
+            assert not docker_api.containers(filters={"name": f"kohakuriver-vps-{task_id}"})
+        finally:
+            for row in docker_api.images(name=f"kohakuriver-snapshot/vps-{task_id}"):
+                for tag in row.get("RepoTags") or []:
+                    docker_api.remove_image(tag, force=True)
+
+
 def test_vps_bad_input_is_refused(vps_node: tuple[HostProcess, RunnerProcess]) -> None:
     host, _ = vps_node
     with host.client() as client:
