@@ -96,20 +96,31 @@ def running_vps(client: Client, task_id: int) -> Any:
     return task
 
 
+def submit_vps(client: Client, workdir: Path, name: str) -> tuple[int, Path]:
+    """Submit a VPS with a generated key pair; its task ID and the private key's file."""
+    result = client.submit_request(
+        {"task_type": "vps", "image": IMAGE, "generate_ssh_key": True, "name": name}
+    )
+    assert result.ssh_private_key and "OPENSSH PRIVATE KEY" in result.ssh_private_key
+    key = workdir / f"vps_key_{name}"
+    key.write_text(result.ssh_private_key)
+    key.chmod(0o600)
+    return result.task_ids[0], key
+
+
+def remove_snapshots(api: Any, task_id: int) -> None:
+    for row in api.images(name=f"kohakuriver-snapshot/vps-{task_id}"):
+        for tag in row.get("RepoTags") or []:
+            api.remove_image(tag, force=True)
+
+
 def test_vps_ssh_snapshot_stop_start(
     vps_node: tuple[HostProcess, RunnerProcess], docker_api: Any, workdir: Path
 ) -> None:
     host, runner = vps_node
     with host.client() as client:
         wait_node(client, runner.name, "online")
-        result = client.submit_request(
-            {"task_type": "vps", "image": IMAGE, "generate_ssh_key": True, "name": "e2e"}
-        )
-        task_id = result.task_ids[0]
-        assert result.ssh_private_key and "OPENSSH PRIVATE KEY" in result.ssh_private_key
-        key = workdir / "vps_key"
-        key.write_text(result.ssh_private_key)
-        key.chmod(0o600)
+        task_id, key = submit_vps(client, workdir, "e2e")
         try:
             task = running_vps(client, task_id)
             assert docker_api.inspect_container(f"kohakuriver-vps-{task_id}")["State"]["Running"]
@@ -151,9 +162,7 @@ def test_vps_ssh_snapshot_stop_start(
             client.kill(task_id)
             wait_for(client, task_id, {"killed"}, timeout=30)
         finally:
-            for row in docker_api.images(name=f"kohakuriver-snapshot/vps-{task_id}"):
-                for tag in row.get("RepoTags") or []:
-                    docker_api.remove_image(tag, force=True)
+            remove_snapshots(docker_api, task_id)
 
 
 def test_vps_survives_a_runner_restart(
@@ -165,13 +174,7 @@ def test_vps_survives_a_runner_restart(
     host, runner = vps_node
     with host.client() as client:
         wait_node(client, runner.name, "online")
-        result = client.submit_request(
-            {"task_type": "vps", "image": IMAGE, "generate_ssh_key": True, "name": "restart"}
-        )
-        task_id = result.task_ids[0]
-        key = workdir / "vps_key"
-        key.write_text(result.ssh_private_key or "")
-        key.chmod(0o600)
+        task_id, key = submit_vps(client, workdir, "restart")
         try:
             task = running_vps(client, task_id)
             assert ssh_ready(
@@ -197,9 +200,7 @@ def test_vps_survives_a_runner_restart(
             assert len(snapshots) == 1 and snapshots[0].image in (stopped.reason or "")
             assert not docker_api.containers(filters={"name": f"kohakuriver-vps-{task_id}"})
         finally:
-            for row in docker_api.images(name=f"kohakuriver-snapshot/vps-{task_id}"):
-                for tag in row.get("RepoTags") or []:
-                    docker_api.remove_image(tag, force=True)
+            remove_snapshots(docker_api, task_id)
 
 
 def test_vps_bad_input_is_refused(vps_node: tuple[HostProcess, RunnerProcess]) -> None:

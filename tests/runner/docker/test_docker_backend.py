@@ -263,6 +263,32 @@ def test_gpu_request_without_gpus_fails_cleanly(make_backend: MakeBackend, docke
     asyncio.run(main())
 
 
+def test_gpu_device_request_names_exactly_the_assigned_gpus(
+    make_backend: MakeBackend, docker_api: Any, node: str
+) -> None:
+    """The container asks Docker for exactly the assigned GPU indices (by ID, not a count),
+    and CUDA inside numbers them from 0. Checked on the created container's HostConfig: a
+    daemon without the NVIDIA runtime refuses only at start."""
+    backend = make_backend()
+    labels = {"kohakuriver.managed": "true", "kohakuriver.node": node}
+    name = f"kohakuriver-gputest-{node}"
+    env = backend._env(spec(["true"], image=BUSYBOX, gpus=[1, 3]))
+    backend.engine.create(
+        name=name, image=BUSYBOX, command=["true"], labels=labels, env=env, workdir=None,
+        cores=[0], numa=None, memory=None, gpus=[1, 3],
+    )  # fmt: skip
+    host_config = docker_api.inspect_container(name)["HostConfig"]
+    [request] = host_config["DeviceRequests"]
+    assert request["DeviceIDs"] == ["1", "3"] and request["Capabilities"] == [["gpu"]]
+    assert request["Count"] == 0  # IDs only: never "all" or a count
+    assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert "NVIDIA_VISIBLE_DEVICES" not in env
+
+    none = backend._env(spec(["true"], image=BUSYBOX))  # no GPUs: none visible, even in CUDA images
+    assert (none["CUDA_VISIBLE_DEVICES"], none["NVIDIA_VISIBLE_DEVICES"]) == ("", "void")
+    backend.engine.close()
+
+
 def test_configured_mounts_and_network_mode(make_backend: MakeBackend, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
