@@ -8,33 +8,15 @@ Skips without Chromium, Playwright or the built labextension; fails instead unde
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kohakuriver_lab.testing.integration import missing
+from kohakuriver_lab.testing.browser import launch, require_browser
 
-CHROMIUM = os.environ.get("KOHAKURIVER_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).parent / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-def _labextension_installed() -> bool:
-    import sys
-
-    return (Path(sys.prefix) / "share/jupyter/labextensions/kohakuriver-lab/package.json").exists()
 
 
 @pytest.fixture
@@ -51,14 +33,7 @@ def jp_server_cleanup() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        missing("no Chromium (apt-get install chromium chromium-driver)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing("no Python Playwright (pip install playwright)")
-    if not _labextension_installed():
-        missing("the kohakuriver-lab labextension is not installed (pip install -e .)")
+    require_browser()
     from .lab import Lab
 
     server = Lab(tmp_path_factory.mktemp("lab"))
@@ -76,7 +51,7 @@ def browser(lab: Any) -> Iterator[Any]:
 
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        chromium = launch(pw)
         try:
             yield chromium
         finally:

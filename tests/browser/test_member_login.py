@@ -5,7 +5,6 @@ nowhere in the page, and the host's kernels, files and terminals stay closed."""
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from kohakuriver_lab.testing.integration import missing
+from kohakuriver_lab.testing.browser import launch, require_browser
 
-from .conftest import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, _labextension_installed
+from .conftest import SCREENSHOTS
 
 TOKEN = "owner-token-for-the-member-login-test"
 PASSWORD = "correct horse battery"
@@ -33,10 +32,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``jupyter lab`` with password login and the Authorizer; a member ``alice`` (user)."""
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        missing("no Chromium (apt-get install chromium chromium-driver)")
-    if not _labextension_installed():
-        missing("the kohakuriver-lab labextension is not installed (pip install -e .)")
+    require_browser()
     root = tmp_path_factory.mktemp("member-login")
     (root / "nb").mkdir()
     (root / "nb" / "secret.txt").write_text("the owner's file")
@@ -91,7 +87,7 @@ def test_a_member_gets_the_panel_and_nothing_else(host: str) -> None:
 
     SCREENSHOTS.mkdir(exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        browser = launch(pw)
         try:
             page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
             errors: list[str] = []

@@ -18,11 +18,13 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from harness import BIN, _child_env, free_port
 
+from kohakuriver_lab.testing.browser import launch, require_browser
 from kohakuriver_lab.testing.integration import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -30,6 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240
 README = Path(__file__).resolve().parents[2] / "README.md"
 PASSWORD = "hub-test-password"
 SERVICE = "/services/kohakuriver/"
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "browser" / "screenshots"
 
 
 def recipe_blocks() -> tuple[str, str]:
@@ -73,6 +76,9 @@ c.ServerApp.open_browser = False
 c.ServerApp.port_retries = 0
 c.ServerApp.root_dir = {str(workdir / "host-root")!r}
 c.ClusterHostApp.data_dir = {str(workdir / "host-data")!r}
+c.LabApp.user_settings_dir = {str(workdir / "lab-settings")!r}  # not the user's ~/.jupyter
+c.LabApp.workspaces_dir = {str(workdir / "lab-workspaces")!r}
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 """
         )
         (workdir / "jupyterhub_config.py").write_text(
@@ -217,3 +223,59 @@ def test_hub_users_reach_the_cluster_with_their_hub_login(hub: Hub) -> None:
 
     anonymous = httpx.get(f"{hub.url}{SERVICE}kohakuriver/api/me", timeout=10)
     assert anonymous.status_code == 403
+
+
+def test_a_hub_member_gets_the_panel_in_a_browser(hub: Hub) -> None:
+    """Chromium logs in at the Hub and lands, through OAuth, in the host's JupyterLab with the
+    cluster panel live and signed in as the Hub user; the page holds no token (the browser
+    uses its cookie) and the host's kernels, contents and files stay closed."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = launch(pw)
+        try:
+            page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{hub.url}/hub/login?next={SERVICE}lab")
+            page.fill("input[name=username]", "bob")
+            page.fill("input[name=password]", PASSWORD)
+            page.click("[type=submit]")
+            page.wait_for_selector('.lm-TabBar-tab[data-id="kohakuriver-panel"]', timeout=60_000)
+            assert page.url.startswith(f"{hub.url}{SERVICE}lab"), page.url
+            page.click('.lm-TabBar-tab[data-id="kohakuriver-panel"]')
+            page.wait_for_selector('#kohakuriver-panel .kr-Live[data-state="live"]')
+            panel = page.locator("#kohakuriver-panel")
+            panel.get_by_text("Signed in as").wait_for()
+            assert "Signed in as bob (viewer)" in panel.inner_text()
+            page.screenshot(path=str(SCREENSHOTS / "hub-member.png"))
+            config = page.evaluate(
+                "JSON.parse(document.getElementById('jupyter-config-data').textContent)"
+            )
+            assert not config.get("token"), "a member's page must not carry a token"
+
+            def status(method: str, path: str) -> Any:
+                return page.evaluate(
+                    """async ([method, path]) => {
+                        const xsrf = document.cookie.match(/_xsrf=([^;]+)/);
+                        const r = await fetch(path, {method, headers: {
+                            'X-XSRFToken': xsrf ? decodeURIComponent(xsrf[1]) : ''}});
+                        return r.status;
+                    }""",
+                    [method, f"{SERVICE}{path}"],
+                )
+
+            assert status("GET", "kohakuriver/api/me") == 200
+            assert status("GET", "kohakuriver/api/tasks") == 200
+            for method, path in [
+                ("GET", "api/contents"),
+                ("GET", "files/secret.txt"),
+                ("POST", "api/kernels"),
+                ("POST", "api/terminals"),
+            ]:
+                assert status(method, path) == 403, (method, path)
+            assert not [e for e in errors if "kohakuriver" in e.lower()], errors
+        finally:
+            browser.close()
