@@ -41,6 +41,7 @@ ENV_LABEL = "kohakuriver.environment"
 TASK_PREFIX = "kohakuriver-task-"
 VPS_PREFIX = "kohakuriver-vps-"
 ENV_PREFIX = "kohakuriver-env-"
+NANO_CPUS_PER_CORE = 1_000_000_000
 POOL_SIZE = 256  # each watched container holds two streaming connections
 
 
@@ -328,6 +329,9 @@ class Engine:
             host_config = self.api.create_host_config(
                 cpuset_cpus=",".join(str(c) for c in cores) if cores else None,
                 cpuset_mems=str(numa) if numa is not None else None,
+                # a CFS quota of as many CPUs as cores assigned: the bound holds where the
+                # cpuset controller is missing, and shows in ``docker inspect``
+                nano_cpus=len(cores) * NANO_CPUS_PER_CORE if cores else None,
                 mem_limit=memory,
                 memswap_limit=memory,
                 device_requests=device_requests,

@@ -93,6 +93,7 @@ def test_pinned_cores_and_memory_limit_visible_inside(make_backend: MakeBackend)
                 f"cat {cgroup}/cpuset/cpuset.cpus {cgroup}/cpuset/cpuset.mems "
                 f"{cgroup}/memory/memory.limit_in_bytes "
                 f"{cgroup}/memory/memory.memsw.limit_in_bytes 2>/dev/null; "
+                f"cat {cgroup}/cpu/cpu.cfs_quota_us {cgroup}/cpu/cpu.cfs_period_us; "
                 "grep Cpus_allowed_list /proc/self/status",
             ],
             image=BUSYBOX,
@@ -108,6 +109,8 @@ def test_pinned_cores_and_memory_limit_visible_inside(make_backend: MakeBackend)
             pytest.skip("cgroup v1 files expected (this host is not cgroup v1)")
         assert lines[:3] == ["1", "0", str(64 << 20)]
         assert lines[-1] == "1"  # Cpus_allowed_list
+        assert lines[-2] == "Cpus_allowed_list:"
+        assert int(lines[-4]) == int(lines[-3]) > 0  # CFS quota = one period: one core's worth
         await backend.close()
 
     asyncio.run(main())
@@ -281,6 +284,7 @@ def test_gpu_device_request_names_exactly_the_assigned_gpus(
     [request] = host_config["DeviceRequests"]
     assert request["DeviceIDs"] == ["1", "3"] and request["Capabilities"] == [["gpu"]]
     assert request["Count"] == 0  # IDs only: never "all" or a count
+    assert host_config["CpusetCpus"] == "0" and host_config["NanoCpus"] == 1_000_000_000
     assert env["CUDA_VISIBLE_DEVICES"] == "0,1"
     assert "NVIDIA_VISIBLE_DEVICES" not in env
 
