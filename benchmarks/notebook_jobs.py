@@ -7,6 +7,9 @@ papermill, per-cell overhead of the job wrapper, and a 100-point sweep on the em
   ``papermill.execute_notebook`` of the same notebook in-process here (papermill imported,
   so the baseline is kernel start + execution only).
 * per-cell: (201-cell job - 1-cell job) / 200, both as notebook jobs.
+* load_ext: ``%load_ext kohakuriver_lab`` (the import plus registering the magics) in fresh
+  interpreters with an IPython shell, as a kernel has; median of N. Baseline: ``import
+  ipywidgets`` measured the same way (the widget library a notebook user loads anyway).
 * sweep: 100 parameter sets of a 3-cell notebook; wall time to all ``completed`` and the most
   tasks seen running at once (must not exceed the node's cores).
 """
@@ -155,6 +158,25 @@ def _sweep(client: Any, n: int, cores: int) -> tuple[float, int]:
         time.sleep(0.1)
 
 
+_SHELL_PROBE = (
+    "import time; from IPython.core.interactiveshell import InteractiveShell; "
+    "shell = InteractiveShell.instance(); t = time.perf_counter(); {code}; "
+    "print(time.perf_counter() - t)"
+)
+
+
+def _shell_seconds(code: str, runs: int) -> float:
+    """Median seconds of ``code`` in fresh interpreters with an IPython shell."""
+    import subprocess
+
+    times = []
+    for _ in range(runs):
+        probe = [sys.executable, "-c", _SHELL_PROBE.format(code=code)]
+        out = subprocess.run(probe, capture_output=True, text=True, check=True, timeout=60)
+        times.append(float(out.stdout.strip()))
+    return statistics.median(times)
+
+
 def run(quick: bool) -> Outcome:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     samples = 20 if quick else 50
@@ -171,11 +193,16 @@ def run(quick: bool) -> Outcome:
         many = statistics.median(_job_seconds(client, _nb(201)) for _ in range(job_runs))
         sweep_s, peak = _sweep(client, sweep_n, cores)
     local = _local_papermill(nb3, job_runs + 1)
+    import_runs = 5 if quick else 15
+    load_ext = _shell_seconds("shell.run_line_magic('load_ext', 'kohakuriver_lab')", import_runs)
+    import_widgets = _shell_seconds("import ipywidgets", import_runs)
     per_cell_ms = (many - one) / 200 * 1000
     p95 = percentile(magic, 95) * 1000
     rows = [
         Row(NAME, "kohaku_submit_p95", p95, "ms", 50.0, False, percentile(bare, 95) * 1000,
             "Client.submit p95, same kernel", f"{samples} samples in a real kernel; p50 {percentile(magic, 50) * 1000:.1f} ms"),
+        Row(NAME, "load_ext", load_ext * 1000, "ms", 150.0, False, import_widgets * 1000,
+            "import ipywidgets (ms)", f"%load_ext kohakuriver_lab, median of {import_runs} fresh IPython shells"),
         Row(NAME, "job_overhead", job - local, "s", 1.5, False, local,
             "local papermill.execute_notebook (s)", f"3-cell job submit->completed {job:.2f} s (median of {job_runs})"),
         Row(NAME, "per_cell", per_cell_ms, "ms", 10.0, False, None, "-",
@@ -188,5 +215,6 @@ def run(quick: bool) -> Outcome:
         "submit_ms": {"magic": [m * 1000 for m in magic], "bare": [b * 1000 for b in bare]},
         "job_s": job, "local_papermill_s": local, "one_cell_s": one, "many_cells_s": many,
         "sweep_s": sweep_s, "sweep_peak_running": peak, "cores": cores,
+        "import_ms": {"load_ext": load_ext * 1000, "ipywidgets": import_widgets * 1000},
     }  # fmt: skip
     return Outcome(rows, details)
