@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,8 +168,6 @@ _SHELL_PROBE = (
 
 def _shell_seconds(code: str, runs: int) -> float:
     """Median seconds of ``code`` in fresh interpreters with an IPython shell."""
-    import subprocess
-
     times = []
     for _ in range(runs):
         probe = [sys.executable, "-c", _SHELL_PROBE.format(code=code)]

@@ -42,3 +42,17 @@ def require_browser() -> None:
 def launch(playwright: Any) -> Any:
     """A headless Chromium from a ``sync_playwright()`` context."""
     return playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+
+
+_FETCH_STATUS = """async ([method, path]) => {
+    const xsrf = document.cookie.match(/_xsrf=([^;]+)/);
+    const r = await fetch(path, {method, headers: {
+        'X-XSRFToken': xsrf ? decodeURIComponent(xsrf[1]) : ''}});
+    return r.status;
+}"""
+
+
+def fetch_status(page: Any, method: str, path: str) -> int:
+    """The status of ``fetch(path)`` from the page, sent as its JupyterLab would (the login
+    cookie and the ``_xsrf`` cookie as ``X-XSRFToken``)."""
+    return int(page.evaluate(_FETCH_STATUS, [method, path]))

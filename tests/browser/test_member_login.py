@@ -10,12 +10,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
 
-from kohakuriver_lab.testing.browser import launch, require_browser
+from kohakuriver_lab.testing.browser import fetch_status, launch, require_browser
 
 from .conftest import SCREENSHOTS
 
@@ -104,16 +103,8 @@ def test_a_member_gets_the_panel_and_nothing_else(host: str) -> None:
             page.wait_for_selector('#kohakuriver-panel .kr-Live[data-state="live"]')
             page.screenshot(path=str(SCREENSHOTS / "member-login.png"))
 
-            def status(method: str, path: str) -> Any:
-                return page.evaluate(
-                    """async ([method, path]) => {
-                        const xsrf = document.cookie.match(/_xsrf=([^;]+)/);
-                        const r = await fetch(path, {method, headers: {
-                            'X-XSRFToken': xsrf ? decodeURIComponent(xsrf[1]) : ''}});
-                        return r.status;
-                    }""",
-                    [method, path],
-                )
+            def status(method: str, path: str) -> int:
+                return fetch_status(page, method, path)
 
             assert status("GET", "/kohakuriver/api/me") == 200
             for method, path in [

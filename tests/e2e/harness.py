@@ -42,6 +42,17 @@ def remove_node_containers(api: Any, node: str) -> None:
         api.remove_container(row["Id"], force=True)
 
 
+def terminate(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM a child and wait for it; SIGKILL when it does not exit in ``timeout`` s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -117,13 +128,8 @@ class HostProcess:
         raise RuntimeError("host did not start")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)
         self.process = None
 
     def client(self) -> Client:

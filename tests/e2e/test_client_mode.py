@@ -8,7 +8,6 @@ holds no database and forwards with the member's ``kra_`` token, so the host see
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from harness import BIN, HostProcess, _child_env, free_port, wait_for, wait_node
+from harness import BIN, HostProcess, _child_env, free_port, terminate, wait_for, wait_node
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
@@ -77,13 +76,7 @@ class ClientServer:
         return self.url + "kohakuriver/api/"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
 
 @pytest.fixture

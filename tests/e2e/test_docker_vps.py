@@ -45,6 +45,8 @@ def vps_node(
     host = make_host(heartbeat=0.5)
     name = f"vps{os.getpid()}"
     runner = make_runner(host, host.runner_token(name), name, [LOOPBACK_SSH], backend="docker")
+    with host.client() as client:
+        wait_node(client, name, "online")
     return host, runner
 
 
@@ -117,9 +119,8 @@ def remove_snapshots(api: Any, task_id: int) -> None:
 def test_vps_ssh_snapshot_stop_start(
     vps_node: tuple[HostProcess, RunnerProcess], docker_api: Any, workdir: Path
 ) -> None:
-    host, runner = vps_node
+    host, _ = vps_node
     with host.client() as client:
-        wait_node(client, runner.name, "online")
         task_id, key = submit_vps(client, workdir, "e2e")
         try:
             task = running_vps(client, task_id)
@@ -173,7 +174,6 @@ def test_vps_survives_a_runner_restart(
     ``running`` again with the same port, and a stop with snapshot still works."""
     host, runner = vps_node
     with host.client() as client:
-        wait_node(client, runner.name, "online")
         task_id, key = submit_vps(client, workdir, "restart")
         try:
             task = running_vps(client, task_id)

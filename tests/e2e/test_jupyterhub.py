@@ -13,18 +13,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from harness import BIN, _child_env, free_port
+from harness import BIN, _child_env, free_port, terminate
 
-from kohakuriver_lab.testing.browser import launch, require_browser
+from kohakuriver_lab.testing.browser import fetch_status, launch, require_browser
 from kohakuriver_lab.testing.integration import missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
@@ -137,17 +135,12 @@ c.JupyterHub.load_groups = {{"lab": {{"users": ["ada", "bob"]}}}}  # carol is no
         return browser
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # the Hub stops its service and proxy
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=30)  # on SIGTERM the Hub stops its service and proxy
 
 
-@pytest.fixture
-def hub(workdir: Path) -> Iterator[Hub]:
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    """One Hub (and host behind it) for the module's tests: each test logs in afresh."""
     try:
         import jupyterhub  # noqa: F401
     except ImportError:
@@ -155,7 +148,7 @@ def hub(workdir: Path) -> Iterator[Hub]:
     proxy = shutil.which("configurable-http-proxy")
     if proxy is None:
         missing("no configurable-http-proxy (npm install -g configurable-http-proxy)")
-    hub = Hub(workdir, proxy)
+    hub = Hub(tmp_path_factory.mktemp("jupyterhub"), proxy)
     try:
         yield hub.wait_ready()
     finally:
@@ -256,16 +249,8 @@ def test_a_hub_member_gets_the_panel_in_a_browser(hub: Hub) -> None:
             )
             assert not config.get("token"), "a member's page must not carry a token"
 
-            def status(method: str, path: str) -> Any:
-                return page.evaluate(
-                    """async ([method, path]) => {
-                        const xsrf = document.cookie.match(/_xsrf=([^;]+)/);
-                        const r = await fetch(path, {method, headers: {
-                            'X-XSRFToken': xsrf ? decodeURIComponent(xsrf[1]) : ''}});
-                        return r.status;
-                    }""",
-                    [method, f"{SERVICE}{path}"],
-                )
+            def status(method: str, path: str) -> int:
+                return fetch_status(page, method, f"{SERVICE}{path}")
 
             assert status("GET", "kohakuriver/api/me") == 200
             assert status("GET", "kohakuriver/api/tasks") == 200

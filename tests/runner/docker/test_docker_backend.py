@@ -14,6 +14,7 @@ from runner_helpers import final_event, next_event, spec
 from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.runner.backends.base import load_backend_class
 from kohakuriver_lab.runner.backends.docker import DockerBackend
+from kohakuriver_lab.runner.backends.docker.engine import labels, task_container_name
 from kohakuriver_lab.runner.backends.local import LocalBackend
 from kohakuriver_lab.runner.backends.multi import MultiBackend
 from kohakuriver_lab.runner.errors import InvalidTaskState, TaskStartError
@@ -273,12 +274,12 @@ def test_gpu_device_request_names_exactly_the_assigned_gpus(
     and CUDA inside numbers them from 0. Checked on the created container's HostConfig: a
     daemon without the NVIDIA runtime refuses only at start."""
     backend = make_backend()
-    labels = {"kohakuriver.managed": "true", "kohakuriver.node": node}
-    name = f"kohakuriver-gputest-{node}"
-    env = backend._env(spec(["true"], image=BUSYBOX, gpus=[1, 3]))
+    task = spec(["true"], image=BUSYBOX, gpus=[1, 3], cores=[0])
+    name = task_container_name(task.task_id)
+    env = backend._env(task)
     backend.engine.create(
-        name=name, image=BUSYBOX, command=["true"], labels=labels, env=env, workdir=None,
-        cores=[0], numa=None, memory=None, gpus=[1, 3],
+        name=name, image=BUSYBOX, command=["true"], labels=labels(task.task_id, "command", node),
+        env=env, workdir=None, cores=task.cores, numa=None, memory=None, gpus=task.gpus,
     )  # fmt: skip
     host_config = docker_api.inspect_container(name)["HostConfig"]
     [request] = host_config["DeviceRequests"]
