@@ -9,6 +9,7 @@ Skips without Chromium, Playwright or the built labextension; fails instead unde
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,35 @@ import pytest
 from kohakuriver_lab.testing.browser import launch, require_browser
 
 SCREENSHOTS = Path(__file__).parent / "screenshots"
+SUBMIT_BUTTON = ".kr-SubmitDialog .jp-Dialog-button.jp-mod-accept"
+
+# Every JupyterLab dialog a page shows, recorded as it appears (for failure messages).
+DIALOG_RECORDER = """
+window.__krDialogs = [];
+new MutationObserver(records => {
+  for (const record of records) {
+    for (const node of record.addedNodes) {
+      if (node.nodeType !== 1 || !node.classList.contains('jp-Dialog')) continue;
+      setTimeout(() => window.__krDialogs.push({
+        at_ms: Math.round(performance.now()),
+        title: (node.querySelector('.jp-Dialog-header')?.textContent || '').trim(),
+        body: (node.querySelector('.jp-Dialog-body')?.textContent || '').trim().slice(0, 300),
+      }), 200);
+    }
+  }
+}).observe(document, { childList: true, subtree: true });
+"""
+
+PAGE_STATE_JS = """() => ({
+  dialogs_seen: window.__krDialogs || [],
+  dialogs_open: [...document.querySelectorAll('.jp-Dialog')].map(d => ({
+    classes: d.className,
+    title: (d.querySelector('.jp-Dialog-header')?.textContent || '').trim(),
+  })),
+  form_errors: [...document.querySelectorAll('.kr-SubmitForm .kr-FieldError, .kr-SubmitForm .kr-Error')]
+    .filter(e => e.textContent).map(e => `${e.id}: ${e.textContent}`),
+  focus: document.activeElement?.id || document.activeElement?.tagName,
+})"""
 
 
 @pytest.fixture
@@ -65,8 +95,17 @@ def open_page(browser: Any, lab: Any, workspace: str = "", bearer: str = "") -> 
     API, so the panel acts as that token's cluster user (its role, its tasks); Jupyter's own
     routes and the events socket keep the server token's identity."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(DIALOG_RECORDER)
     pg = context.new_page()
     pg.console_errors = []  # type: ignore[attr-defined]
+    pg.bad_responses = []  # type: ignore[attr-defined]
+
+    def on_response(response: Any) -> None:
+        if response.status >= 400:
+            line = f"{response.status} {response.request.method} {response.url}"
+            pg.bad_responses.append(line)  # type: ignore[attr-defined]
+
+    pg.on("response", on_response)
 
     def on_console(msg: Any) -> None:
         if msg.type == "error":
@@ -89,6 +128,28 @@ def open_page(browser: Any, lab: Any, workspace: str = "", bearer: str = "") -> 
         "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('kohakuriver:open-tasks')"
     )
     return pg
+
+
+def page_report(page: Any, lab: Any) -> str:
+    """What a page shows (dialogs seen and open, the submit form's errors), its answers
+    of 400 and above, and the host's refusals and errors: the message of a failed wait."""
+    state = page.evaluate(PAGE_STATE_JS)
+    return (
+        f"page: {state}\nresponses >= 400: {page.bad_responses[-10:]}\nhost log: {lab.problems()}"
+    )
+
+
+@contextmanager
+def explained(page: Any, lab: Any, what: str) -> Iterator[None]:
+    """Turn a failed Playwright wait into an assertion that says what the page showed."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    try:
+        yield
+    except PlaywrightError as exc:
+        raise AssertionError(
+            f"{what} ({exc.message.splitlines()[0]})\n{page_report(page, lab)}"
+        ) from None
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,12 @@ class Lab:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
+    def problems(self, limit: int = 12) -> list[str]:
+        """The host log's last refusals (4xx), errors and tracebacks, for failure messages."""
+        marks = (" -> 4", " -> 5", "Traceback", "[E ", "[W ")
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [line[:300] for line in lines if any(m in line for m in marks)][-limit:]
+
     # ----- lifecycle -----
     def start(self) -> None:
         data_dir = self.root / "host"

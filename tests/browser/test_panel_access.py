@@ -32,7 +32,7 @@ from kohakuriver_lab.protocol import (
     TaskState,
 )
 
-from .conftest import SCREENSHOTS, open_page
+from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, open_page
 from .test_panel import CONTRAST_JS, run, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -439,8 +439,9 @@ def test_member_task_waits_for_approval(lab: Any, member: Any, admin: Any) -> No
     member.fill("#kr-submit-command", "echo approved-by-an-operator")
     member.fill("#kr-submit-name", "needs-approval")
     member.select_option("#kr-submit-targets", lab.embedded)
-    member.click(".jp-Dialog-button.jp-mod-accept")
-    member.wait_for_selector(".kr-SubmitForm", state="detached")
+    member.click(SUBMIT_BUTTON)
+    with explained(member, lab, "the member's submit should close the dialog"):
+        member.wait_for_selector(".kr-SubmitForm", state="detached")
     mine = lab.api("GET", f"tasks?owner={MEMBER}&limit=1")["tasks"][0]
     assert mine["name"] == "needs-approval" and mine["status"] == "pending_approval"
     task_id = mine["task_id"]
@@ -606,7 +607,7 @@ def test_environments_create_exec_commit_delete(lab: Any, admin: Any, docker: Do
     assert "torch" not in {e["name"] for e in lab.api("GET", "environments")["environments"]}
 
 
-def test_no_console_errors(admin: Any, member: Any) -> None:
+def test_no_console_errors(lab: Any, admin: Any, member: Any) -> None:
     for name, pg in (("admin", admin), ("member", member)):
         errors = [e for e in pg.console_errors if "favicon" not in e]
-        assert not errors, (name, errors)
+        assert not errors, (name, errors, pg.bad_responses, lab.problems())
