@@ -20,21 +20,36 @@ from kohakuriver_lab.testing.browser import launch, require_browser
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 SUBMIT_BUTTON = ".kr-SubmitDialog .jp-Dialog-button.jp-mod-accept"
 
-# Every JupyterLab dialog a page shows, recorded as it appears (for failure messages).
+# Every JupyterLab dialog a page shows or removes, and each state the submit form goes
+# through (its data-state), recorded with the time (for failure messages).
 DIALOG_RECORDER = """
 window.__krDialogs = [];
+const krNote = (event, node) => window.__krDialogs.push({
+  event, at_ms: Math.round(performance.now()),
+  title: (node.querySelector('.jp-Dialog-header')?.textContent || '').trim(),
+  form: node.querySelector('.kr-SubmitForm')?.dataset.state ?? null,
+});
 new MutationObserver(records => {
   for (const record of records) {
+    if (record.type === 'attributes') {
+      if (record.target.classList.contains('kr-SubmitForm')) {
+        window.__krDialogs.push({event: 'form ' + record.target.dataset.state,
+                                 at_ms: Math.round(performance.now())});
+      }
+      continue;
+    }
     for (const node of record.addedNodes) {
-      if (node.nodeType !== 1 || !node.classList.contains('jp-Dialog')) continue;
-      setTimeout(() => window.__krDialogs.push({
-        at_ms: Math.round(performance.now()),
-        title: (node.querySelector('.jp-Dialog-header')?.textContent || '').trim(),
-        body: (node.querySelector('.jp-Dialog-body')?.textContent || '').trim().slice(0, 300),
-      }), 200);
+      if (node.nodeType === 1 && node.classList.contains('jp-Dialog')) {
+        setTimeout(() => krNote('shown', node), 200);
+      }
+    }
+    for (const node of record.removedNodes) {
+      if (node.nodeType === 1 && node.classList.contains('jp-Dialog')) krNote('removed', node);
     }
   }
-}).observe(document, { childList: true, subtree: true });
+}).observe(document, {
+  childList: true, subtree: true, attributes: true, attributeFilter: ['data-state'],
+});
 """
 
 PAGE_STATE_JS = """() => ({
@@ -43,6 +58,7 @@ PAGE_STATE_JS = """() => ({
     classes: d.className,
     title: (d.querySelector('.jp-Dialog-header')?.textContent || '').trim(),
   })),
+  form_state: document.querySelector('.kr-SubmitForm')?.dataset.state ?? null,
   form_errors: [...document.querySelectorAll('.kr-SubmitForm .kr-FieldError, .kr-SubmitForm .kr-Error')]
     .filter(e => e.textContent).map(e => `${e.id}: ${e.textContent}`),
   focus: document.activeElement?.id || document.activeElement?.tagName,
@@ -106,6 +122,11 @@ def open_page(browser: Any, lab: Any, workspace: str = "", bearer: str = "") -> 
             pg.bad_responses.append(line)  # type: ignore[attr-defined]
 
     pg.on("response", on_response)
+    pg.navigations = []  # type: ignore[attr-defined]
+    pg.on(
+        "framenavigated",
+        lambda frame: frame == pg.main_frame and pg.navigations.append(frame.url),  # type: ignore[attr-defined]
+    )
 
     def on_console(msg: Any) -> None:
         if msg.type == "error":
@@ -134,8 +155,14 @@ def page_report(page: Any, lab: Any) -> str:
     """What a page shows (dialogs seen and open, the submit form's errors), its answers
     of 400 and above, and the host's refusals and errors: the message of a failed wait."""
     state = page.evaluate(PAGE_STATE_JS)
+    newest = [
+        (t["task_id"], t["name"], t["status"], t["owner"])
+        for t in lab.api("GET", "tasks?limit=3")["tasks"]
+    ]
     return (
-        f"page: {state}\nresponses >= 400: {page.bad_responses[-10:]}\nhost log: {lab.problems()}"
+        f"newest tasks: {newest}\n"
+        f"page: {state}\nnavigations: {page.navigations}\n"
+        f"responses >= 400: {page.bad_responses[-10:]}\nhost log: {lab.problems()}"
     )
 
 

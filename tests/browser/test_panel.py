@@ -170,6 +170,8 @@ def test_submit_dialog_field_error_then_completed(lab: Any, page: Any) -> None:
         page.wait_for_function("() => document.querySelector('#kr-err-memory').textContent")
     assert "lots" in error.inner_text()  # the server's message, at the field
     assert page.get_attribute("#kr-submit-memory", "aria-invalid") == "true"
+    assert page.get_attribute(".kr-SubmitForm", "data-state") == "refused"
+    assert page.get_attribute(".kr-SubmitForm", "aria-busy") == "false"
     shot(page, "submit-dialog")
     page.fill("#kr-submit-memory", "256M")
     page.click(SUBMIT_BUTTON)
@@ -551,7 +553,21 @@ def test_layout_restored_after_reload(lab: Any, page: Any) -> None:
 
 
 def test_settings_followed(lab: Any, page: Any) -> None:
-    # default resources of the submit dialog
+    # the submit dialog's defaults, restored whatever happens (the session's other pages,
+    # e.g. the member's in test_panel_access.py, read the same settings)
+    try:
+        check_settings_followed(lab, page)
+    finally:
+        lab.ws_block = False
+        for key, value in (("refreshInterval", 10), ("defaultCores", 1), ("defaultMemory", "")):
+            set_setting(page, key, value)
+    live = "#kohakuriver-panel .kr-Live"
+    page.wait_for_selector(f'{live}[data-state="live"]', timeout=20_000)
+
+
+def check_settings_followed(lab: Any, page: Any) -> None:
+    """The submit dialog's default resources and the fallback refresh interval follow the
+    settings at once."""
     set_setting(page, "defaultCores", 3)
     set_setting(page, "defaultMemory", "512M")
     run(page, "kohakuriver:submit-task", wait=False)
@@ -581,11 +597,6 @@ def test_settings_followed(lab: Any, page: Any) -> None:
     t1 = page.evaluate("() => performance.now()")
     page.wait_for_timeout(2000)
     assert page.evaluate(polls_js, t1 + 300) == 0
-    # back to defaults; the socket reconnects (backoff) and the panel is live again
-    lab.ws_block = False
-    for key, value in (("refreshInterval", 10), ("defaultCores", 1), ("defaultMemory", "")):
-        set_setting(page, key, value)
-    page.wait_for_selector(f'{live}[data-state="live"]', timeout=20_000)
 
 
 # =============================================================================

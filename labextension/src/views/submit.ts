@@ -220,15 +220,22 @@ export class SubmitForm extends Widget {
     first?.focus();
   }
 
-  /** Validate and submit; returns the new task IDs, or null with errors shown. */
+  /**
+   * Validate and submit; returns the new task IDs, or null with errors shown. The form's
+   * `data-state` says where it is: `invalid` (refused here), `submitting` (`aria-busy`),
+   * `refused` (the host's 4xx), `failed` (anything else) or `submitted`.
+   */
   async submit(): Promise<string[] | null> {
     const built = buildSubmitBody(this.form());
     if (built.errors) {
       this.showErrors(built.errors);
+      this._setState('invalid');
       return null;
     }
+    this._setState('submitting');
     try {
       const result = await this.model.api.submit(built.body);
+      this._setState('submitted');
       return result.task_ids;
     } catch (error) {
       if (error instanceof ApiError && error.status === 400) {
@@ -236,8 +243,14 @@ export class SubmitForm extends Widget {
       } else {
         this.showErrors({ '': (error as Error).message });
       }
+      this._setState(error instanceof ApiError && error.status >= 400 && error.status < 500 ? 'refused' : 'failed');
       return null;
     }
+  }
+
+  private _setState(state: 'invalid' | 'submitting' | 'refused' | 'failed' | 'submitted'): void {
+    this.node.dataset.state = state;
+    this.node.setAttribute('aria-busy', String(state === 'submitting'));
   }
 
   private _inputs: Record<string, HTMLInputElement>;
