@@ -148,6 +148,8 @@ def open_page(browser: Any, lab: Any, workspace: str = "", bearer: str = "") -> 
     pg.wait_for_function(
         "() => window.jupyterapp && window.jupyterapp.commands.hasCommand('kohakuriver:open-tasks')"
     )
+    # the shell's layout is restored (a test must not race JupyterLab's own start-up)
+    pg.evaluate("() => window.jupyterapp.restored.then(() => null)")
     return pg
 
 
