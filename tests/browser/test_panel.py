@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from typing import Any
 
 import pytest
 
-from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained
+from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, page_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -124,6 +125,10 @@ async ([key, value]) => {
 """
 
 
+ERROR_OR_CLOSED_JS = """() => !document.querySelector('.kr-SubmitForm')
+  || document.querySelector('#kr-err-memory').textContent.length > 0"""
+
+
 def set_setting(page: Any, key: str, value: Any) -> None:
     """Change a setting of the panel through JupyterLab's settings registry."""
     page.evaluate(SETTINGS_JS, [key, value])
@@ -156,18 +161,30 @@ def test_sidebar_shows_nodes(lab: Any, page: Any) -> None:
 
 
 def test_submit_dialog_field_error_then_completed(lab: Any, page: Any) -> None:
-    run(page, "kohakuriver:submit-task", wait=False)
     form = page.locator(".kr-SubmitForm")
-    form.wait_for()
-    page.fill("#kr-submit-command", "python3 -c \"print('hello from the panel')\"")
-    page.fill("#kr-submit-memory", "lots")
-    page.fill("#kr-submit-name", "panel-hello")
-    page.select_option("#kr-submit-targets", lab.embedded)
-    page.click(SUBMIT_BUTTON)
     error = page.locator("#kr-err-memory")
-    with explained(page, lab, "the host's memory error should show at the memory field"):
-        error.wait_for(state="visible")
-        page.wait_for_function("() => document.querySelector('#kr-err-memory').textContent")
+    for attempt in (1, 2):
+        seen = page.evaluate("() => window.__krDialogs.length")
+        run(page, "kohakuriver:submit-task", wait=False)
+        form.wait_for()
+        page.fill("#kr-submit-command", "python3 -c \"print('hello from the panel')\"")
+        page.fill("#kr-submit-memory", "lots")
+        page.fill("#kr-submit-name", "panel-hello")
+        page.select_option("#kr-submit-targets", lab.embedded)
+        page.click(SUBMIT_BUTTON)
+        with explained(page, lab, "the host's memory error should show at the memory field"):
+            page.wait_for_function(ERROR_OR_CLOSED_JS)
+        if form.count():
+            break
+        # The dialog went away. Only if its Submit never ran (a dialog closed under the test,
+        # seen once on a fresh CI machine and never here) is it opened again, once, loudly.
+        events = page.evaluate("(n) => window.__krDialogs.slice(n)", seen)
+        ran = [e for e in events if e["event"].startswith("form ")]
+        assert attempt == 1 and not ran, page_report(page, lab)
+        warnings.warn(
+            f"the submit dialog closed before Submit ran; opened again: {page_report(page, lab)}",
+            stacklevel=1,
+        )
     assert "lots" in error.inner_text()  # the server's message, at the field
     assert page.get_attribute("#kr-submit-memory", "aria-invalid") == "true"
     assert page.get_attribute(".kr-SubmitForm", "data-state") == "refused"
@@ -177,11 +194,8 @@ def test_submit_dialog_field_error_then_completed(lab: Any, page: Any) -> None:
     page.click(SUBMIT_BUTTON)
     with explained(page, lab, "the corrected submit should close the dialog"):
         form.wait_for(state="detached")
-    newest = lab.api("GET", "tasks?limit=1")["tasks"][0]
-    print(
-        [(t["task_id"], t["name"], t["command"]) for t in lab.api("GET", "tasks?limit=3")["tasks"]]
-    )
-    assert newest["name"] == "panel-hello" and newest["node"] in (None, lab.embedded)
+    newest = newest_named(lab, "panel-hello")
+    assert newest["node"] in (None, lab.embedded)
     task_id = newest["task_id"]
     badge = f'#kohakuriver-panel [data-task="{task_id}"] .kr-Status[data-status="completed"]'
     page.wait_for_selector(badge, timeout=30_000)
