@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from typing import Any
 
 import pytest
 
-from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, page_report
+from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, page_report, submit_with_dialog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -125,7 +124,7 @@ async ([key, value]) => {
 """
 
 
-ERROR_OR_CLOSED_JS = """() => !document.querySelector('.kr-SubmitForm')
+ERROR_SHOWN_JS = """() => !document.querySelector('.kr-SubmitForm')
   || document.querySelector('#kr-err-memory').textContent.length > 0"""
 
 
@@ -163,28 +162,16 @@ def test_sidebar_shows_nodes(lab: Any, page: Any) -> None:
 def test_submit_dialog_field_error_then_completed(lab: Any, page: Any) -> None:
     form = page.locator(".kr-SubmitForm")
     error = page.locator("#kr-err-memory")
-    for attempt in (1, 2):
-        seen = page.evaluate("() => window.__krDialogs.length")
-        run(page, "kohakuriver:submit-task", wait=False)
-        form.wait_for()
+
+    def fill() -> None:
         page.fill("#kr-submit-command", "python3 -c \"print('hello from the panel')\"")
         page.fill("#kr-submit-memory", "lots")
         page.fill("#kr-submit-name", "panel-hello")
         page.select_option("#kr-submit-targets", lab.embedded)
-        page.click(SUBMIT_BUTTON)
-        with explained(page, lab, "the host's memory error should show at the memory field"):
-            page.wait_for_function(ERROR_OR_CLOSED_JS)
-        if form.count():
-            break
-        # The dialog went away. Only if its Submit never ran (a dialog closed under the test,
-        # seen once on a fresh CI machine and never here) is it opened again, once, loudly.
-        events = page.evaluate("(n) => window.__krDialogs.slice(n)", seen)
-        ran = [e for e in events if e["event"].startswith("form ")]
-        assert attempt == 1 and not ran, page_report(page, lab)
-        warnings.warn(
-            f"the submit dialog closed before Submit ran; opened again: {page_report(page, lab)}",
-            stacklevel=1,
-        )
+
+    what = "the host's memory error should show at the memory field"
+    submit_with_dialog(page, lab, fill, ERROR_SHOWN_JS, what)
+    assert form.count() == 1, page_report(page, lab)
     assert "lots" in error.inner_text()  # the server's message, at the field
     assert page.get_attribute("#kr-submit-memory", "aria-invalid") == "true"
     assert page.get_attribute(".kr-SubmitForm", "data-state") == "refused"

@@ -32,7 +32,7 @@ from kohakuriver_lab.protocol import (
     TaskState,
 )
 
-from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, open_page
+from .conftest import SCREENSHOTS, open_page, submit_with_dialog
 from .test_panel import CONTRAST_JS, run, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -434,14 +434,14 @@ def test_someone_elses_task_is_redacted(lab: Any, member: Any) -> None:
 
 def test_member_task_waits_for_approval(lab: Any, member: Any, admin: Any) -> None:
     assert lab.api("GET", "settings")["approvals_required"] is True
-    run(member, "kohakuriver:submit-task", wait=False)
-    member.wait_for_selector(".kr-SubmitForm")
-    member.fill("#kr-submit-command", "echo approved-by-an-operator")
-    member.fill("#kr-submit-name", "needs-approval")
-    member.select_option("#kr-submit-targets", lab.embedded)
-    member.click(SUBMIT_BUTTON)
-    with explained(member, lab, "the member's submit should close the dialog"):
-        member.wait_for_selector(".kr-SubmitForm", state="detached")
+
+    def fill() -> None:
+        member.fill("#kr-submit-command", "echo approved-by-an-operator")
+        member.fill("#kr-submit-name", "needs-approval")
+        member.select_option("#kr-submit-targets", lab.embedded)
+
+    closed = "() => !document.querySelector('.kr-SubmitForm')"
+    submit_with_dialog(member, lab, fill, closed, "the member's submit should close the dialog")
     mine = lab.api("GET", f"tasks?owner={MEMBER}&limit=1")["tasks"][0]
     assert mine["name"] == "needs-approval" and mine["status"] == "pending_approval"
     task_id = mine["task_id"]
