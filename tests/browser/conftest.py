@@ -154,6 +154,14 @@ def open_page(browser: Any, lab: Any, workspace: str = "", bearer: str = "") -> 
     return pg
 
 
+def run(page: Any, command: str, args: dict[str, Any] | None = None, wait: bool = True) -> None:
+    """Execute a JupyterLab command (without waiting for dialogs when ``wait`` is false)."""
+    js = "([c, a]) => window.jupyterapp.commands.execute(c, a).then(() => null)"
+    if not wait:
+        js = "([c, a]) => { window.jupyterapp.commands.execute(c, a); return null; }"
+    page.evaluate(js, [command, args or {}])
+
+
 def page_report(page: Any, lab: Any) -> str:
     """What a page shows (dialogs seen and open, the submit form's errors), its answers
     of 400 and above, and the host's refusals and errors: the message of a failed wait."""
@@ -191,7 +199,7 @@ def submit_with_dialog(
     with a warning carrying the page report; one whose Submit ran fails with the report."""
     for attempt in (1, 2):
         seen = page.evaluate("() => window.__krDialogs.length")
-        page.evaluate("() => { window.jupyterapp.commands.execute('kohakuriver:submit-task'); }")
+        run(page, "kohakuriver:submit-task", wait=False)
         page.locator(".kr-SubmitForm").wait_for()
         fill()
         page.click(SUBMIT_BUTTON)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, page_report, submit_with_dialog
+from .conftest import SCREENSHOTS, SUBMIT_BUTTON, explained, page_report, run, submit_with_dialog
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -46,14 +46,6 @@ CONTRAST_JS = """
   return out;
 }
 """
-
-
-def run(page: Any, command: str, args: dict[str, Any] | None = None, wait: bool = True) -> None:
-    """Execute a JupyterLab command (without waiting for dialogs when ``wait`` is false)."""
-    js = "([c, a]) => window.jupyterapp.commands.execute(c, a).then(() => null)"
-    if not wait:
-        js = "([c, a]) => { window.jupyterapp.commands.execute(c, a); return null; }"
-    page.evaluate(js, [command, args or {}])
 
 
 def shot(page: Any, name: str, theme: str = "light") -> None:

@@ -32,8 +32,8 @@ from kohakuriver_lab.protocol import (
     TaskState,
 )
 
-from .conftest import SCREENSHOTS, open_page, submit_with_dialog
-from .test_panel import CONTRAST_JS, run, wait_status
+from .conftest import SCREENSHOTS, open_page, run, submit_with_dialog
+from .test_panel import CONTRAST_JS, wait_status
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
