@@ -121,6 +121,9 @@ class TaskSpec(BaseModel):
 
     task_id: SnowflakeID
     task_type: Literal["command", "vps", "notebook"] = "command"
+    owner: str | None = Field(
+        default=None, max_length=256, description="cluster user; the node runs the task as them"
+    )
     command: list[str] = Field(min_length=1)
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None

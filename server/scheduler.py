@@ -134,6 +134,7 @@ def start_order(
     spec = TaskSpec(
         task_id=task.task_id,
         task_type=task.task_type,  # type: ignore[arg-type]
+        owner=task.owner,
         command=list(task.command),
         env=env,
         workdir=task.workdir,
