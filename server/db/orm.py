@@ -104,6 +104,8 @@ class Node(Base):
     version: Mapped[str] = mapped_column(String(64), default="")
     registered_at: Mapped[float] = mapped_column(Float)
     last_heartbeat: Mapped[float | None] = mapped_column(Float)
+    token_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The runner token that owns this name (``None``: unclaimed)."""
 
 
 class RunnerToken(Base):
