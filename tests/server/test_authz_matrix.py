@@ -1,17 +1,23 @@
 """The authorization matrix: every route x {anonymous, runner token, viewer, user (own task),
 user (another's task), operator, admin by API token, admin by the server token}.
 
-The expected status is derived from each handler's declared access (``@requires``: role and
-token scope) plus the task rules (details: owner/operator/admin; control: owner with the user
-role, operators, admins). Allowed calls must not answer 401/403 (they may well answer 400,
-404 or 409: the point is the authorization decision); refused ones must answer 401/403.
+The expected answer of each call comes from the hand-written table in ``authz_expected.py``
+(role x route, runner-token routes, owner rules), never from the handlers' own ``@requires``:
+a wrong declaration fails here. Allowed calls must not answer 401/403 (they may well answer
+400, 404 or 409: the point is the authorization decision) nor 5xx; refused ones must answer
+401/403. WebSockets are walked with a real upgrade.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import json
 import re
+import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -22,9 +28,22 @@ from kohakuriver_lab.server.routes import API_PREFIX, PUBLIC_ROUTES, ROUTES
 from kohakuriver_lab.server.users import host_owner
 from kohakuriver_lab.testing.api import api_call
 
+TABLE_FILE = Path(__file__).with_name("authz_expected.py")
+
+
+def _load_table() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("authz_expected", TABLE_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+expected = _load_table()
+Rule = Any  # expected.Rule (a module loaded by path)
+
 METHODS = ("get", "post", "put", "patch", "delete")
-SOCKETS = ("/runners/connect", "/logs/follow", "/events")
-ACTIONS = ("kill", "pause", "resume", "stop", "start", "approve", "reject")
 OWNER = "ursula"
 PEOPLE = {
     "viewer": ("vera", Role.VIEWER),
@@ -33,100 +52,108 @@ PEOPLE = {
     "operator": ("otto", Role.OPERATOR),
     "admin_token": ("ada", Role.ADMIN),
 }
-# Routes about one task (the ID is a task owned by OWNER): what the caller needs of it.
-TASK_RULES: list[tuple[str, str, str]] = [
-    (r"^/tasks/\d+$", "get", "none"),  # others' tasks are shown redacted
-    (r"^/tasks/\d+/events$", "get", "details"),
-    (r"^/tasks/\d+/(approve|reject)$", "post", "operator"),
-    (r"^/tasks/\d+/\w+$", "post", "control"),  # kill, pause, resume, stop, start
-    (r"^/tasks/\d+/snapshots$", "get", "details"),
-    (r"^/tasks/\d+/snapshots", "*", "control"),
-    (r"^/tasks/\d+/logs$", "get", "details"),
-    (r"^/tasks/\d+/(job|results|artifacts/[\w.]+)$", "get", "details"),
-    (r"^/tasks/\d+/(progress|results|artifacts/[\w.]+)$", "*", "control"),
-    (r"^/batches/\d+/results$", "get", "details"),
-]
-# Handlers that authorize inside (no @requires): their minimum role for users.
-INNER_RULES = {
-    "TaskJobHandler": Role.VIEWER,
-    "TaskProgressHandler": Role.USER,
-    "TaskResultsHandler": Role.VIEWER,
-    "TaskArtifactHandler": Role.VIEWER,
-    "EnvironmentImageHandler": Role.OPERATOR,
-}
-NOT_FOR_USERS = {"EnvironmentUploadHandler"}  # a node's one-time upload token only
-# Calls whose answer depends on the body the matrix sends (``{}``): the role that needs.
-BODY_RULES = [(r"^/invitations$", "post", Role.ADMIN)]  # {} invites a `user`; operators: viewers
-# Routes outside the API that need no credentials at all (the invitation is the credential).
-PUBLIC = {"RegisterHandler"}
+IDENTITIES = (*PEOPLE, "admin_jupyter", "anonymous", "runner")
+PLACEHOLDER = re.compile(r"\{[a-z]+\}")
+ALTERNATION = re.compile(r"\(([a-z]+(?:\|[a-z]+)+)\)")
+GROUP = re.compile(r"\([^()]*\)")
 
 
-def route_cases() -> list[tuple[str, str, str]]:
-    """(handler name, method, path template with {task}) for every plain HTTP route."""
-    cases = []
-    for pattern, handler in ROUTES:
-        if pattern.endswith(SOCKETS):
-            continue
-        for method in METHODS:
-            if method not in vars(handler):
-                continue
-            paths = [pattern]
-            if "(kill|" in pattern:
-                paths = [pattern.replace("(" + "|".join(ACTIONS) + ")", a) for a in ACTIONS]
-            for path in paths:
-                path = re.sub(r"\(\\d\{1,20\}\)", "{task}", path)
-                path = re.sub(
-                    r"\(\[A-Za-z0-9\]\[A-Za-z0-9\._-\]\{\{?0,99\}?\}\)", "output.ipynb", path
-                )
-                path = re.sub(r"\([^)]*\)", "node-a", path)
-                cases.append((handler.__name__, method.upper(), path))
-    return cases
+# =============================================================================
+# The registered routes, and the table's coverage of them
+# =============================================================================
 
 
-def expected_allowed(handler_name: str, method: str, path: str, who: str) -> bool:
-    """Whether ``who`` may make this call (the matrix)."""
-    from kohakuriver_lab.server import routes
+def _shapes(pattern: str) -> list[str]:
+    """A URL pattern as path shapes: word alternations expanded, other groups ``{}``."""
+    found = ALTERNATION.search(pattern)
+    if found is not None:
+        head, tail = pattern[: found.start()], pattern[found.end() :]
+        return [s for word in found.group(1).split("|") for s in _shapes(head + word + tail)]
+    return [GROUP.sub("{}", pattern)]
 
-    handler = dict((h.__name__, h) for _, h in routes.ROUTES)[handler_name]
-    if who == "admin_jupyter":
-        return handler_name not in NOT_FOR_USERS
+
+def registered() -> set[tuple[str, str]]:
+    """(METHOD, shape) of every route the host serves (API shapes without the prefix)."""
+    routes = [(p, h) for p, h in ROUTES] + [(p, h) for p, h in PUBLIC_ROUTES]
+    return {
+        (method.upper(), shape)
+        for pattern, handler in routes
+        for method in METHODS
+        if method in vars(handler)
+        for shape in _shapes(pattern)
+    }
+
+
+def _shape(path: str) -> str:
+    return PLACEHOLDER.sub("{}", path)
+
+
+def table() -> dict[tuple[str, str], Any]:
+    return {**expected.API, **expected.PUBLIC}
+
+
+def walked() -> list[tuple[str, str]]:
+    """Table rows whose route is registered now (pending ones join once they land)."""
+    served = registered()
+    return sorted(key for key in table() if (key[0], _shape(key[1])) in served)
+
+
+def test_the_table_covers_every_route() -> None:
+    """A new route without a row fails; so does a row for no route (unless pending)."""
+    rows = {(method, _shape(path)): (method, path) for method, path in table()}
+    served = registered()
+    missing = sorted(served - rows.keys())
+    assert not missing, f"routes with no row in authz_expected.py: {missing}"
+    pending = {(m, _shape(p)) for m, p in expected.PENDING_ROUTES}
+    stale = sorted(rows[key] for key in rows.keys() - served - pending)
+    assert not stale, f"rows for routes the host does not serve: {stale}"
+    assert all(key in table() for key in expected.PENDING_ROUTES)
+
+
+def test_the_table_is_not_derived_from_the_handlers() -> None:
+    """The table module imports no project code and names no handler attribute."""
+    source = TABLE_FILE.read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+            assert set(names) <= {"dataclasses", "typing"}, names
+        elif isinstance(node, ast.ImportFrom):
+            assert node.module in ("__future__", "dataclasses", "typing"), node.module
+    for word in ("kohakuriver_lab", "__kohakuriver_access__", "getattr", "vars("):
+        assert word not in source, word
+
+
+# =============================================================================
+# The walk
+# =============================================================================
+
+
+def allowed(rule: Any, who: str) -> bool:
+    """The table's answer for one identity."""
+    if who == "runner":
+        return bool(rule.runner) or rule.role == "anonymous"
+    if who == "anonymous":
+        return bool(expected.passes(rule, None, False))
+    if who == "admin_jupyter":  # the server token: the host's owner, an admin
+        return bool(expected.passes(rule, "admin", False))
     username, role = PEOPLE[who]
-    if handler_name in NOT_FOR_USERS:
-        return False
-    access = getattr(getattr(handler, method.lower()), "__kohakuriver_access__", None)
-    # KeyError: a handler with neither @requires nor an inner rule
-    minimum = INNER_RULES[handler_name] if access is None else access[0]
-    if not role.at_least(minimum):
-        return False
-    concrete = path.replace("{task}", "1")
-    for regex, rule_method, needed in BODY_RULES:
-        if re.match(regex, concrete) and rule_method == method.lower():
-            return role.at_least(needed)
-    for regex, rule_method, rule in TASK_RULES:
-        if re.match(regex, concrete) and rule_method in ("*", method.lower()):
-            own = username == OWNER
-            if rule == "details":
-                return own or role.at_least(Role.OPERATOR)
-            if rule == "control":
-                return role.at_least(Role.USER) and (own or role.at_least(Role.OPERATOR))
-            if rule == "operator":
-                return role.at_least(Role.OPERATOR)
-            return True
-    return True
+    return bool(expected.passes(rule, role.value, username == OWNER))
 
 
 @pytest.fixture
 def people(services: Any, started_host: Any) -> dict[str, dict[str, str]]:
     """Users of each role with an API token each; headers per identity."""
     admin = services.users.caller(host_owner())
+    token = started_host.identity_provider.token
     headers: dict[str, dict[str, str]] = {
         "anonymous": {"Authorization": ""},
         "admin_jupyter": {},  # jp_fetch sends the server token
+        "admin_jupyter_ws": {"Authorization": f"token {token}"},
     }
     for who, (name, role) in PEOPLE.items():
         services.users.create(UserCreate(username=name, role=role), admin)
-        token = services.api_tokens.create(admin, ApiTokenCreate(name="matrix", username=name))
-        headers[who] = {"Authorization": f"Bearer {token.token}"}
+        created = services.api_tokens.create(admin, ApiTokenCreate(name="matrix", username=name))
+        headers[who] = {"Authorization": f"Bearer {created.token}"}
     return headers
 
 
@@ -141,74 +168,62 @@ async def own_task(fetch: Callable[..., Awaitable[Any]], people: dict[str, dict[
     return str(body["task_ids"][0])
 
 
-@pytest.mark.parametrize(("handler", "method", "path"), route_cases())
+async def _http(fetch: Callable[..., Awaitable[Any]], method: str, path: str, headers: Any) -> Any:
+    """``(status, body)`` of a call to a full path (outside the API)."""
+    from tornado.httpclient import HTTPClientError
+
+    body = b"{}" if method in ("POST", "PUT", "PATCH") else None
+    try:
+        response = await fetch(
+            *path.strip("/").split("/"), method=method, headers=headers, body=body
+        )
+    except HTTPClientError as exc:
+        return exc.code, exc.response.body if exc.response else b""
+    return response.code, response.body
+
+
+async def _socket(url: str, headers: dict[str, str]) -> tuple[int, str]:
+    """101 when the upgrade is accepted (then closed), else the refusal's status."""
+    try:
+        async with websockets.connect(url, additional_headers=headers, open_timeout=10):
+            return 101, ""
+    except websockets.InvalidStatus as exc:
+        return exc.response.status_code, exc.response.body.decode(errors="replace")
+
+
+@pytest.mark.parametrize(("method", "path"), walked())
 async def test_authorization_matrix(
     jp_fetch: Callable[..., Awaitable[Any]],
     people: dict[str, dict[str, str]],
     runner_token: str,
-    handler: str,
+    host_url: str,
     method: str,
     path: str,
 ) -> None:
-    identities = [*PEOPLE, "admin_jupyter", "anonymous", "runner"]
-    for who in identities:
+    rule = table()[(method, path)]
+    for who in IDENTITIES:
         task = await own_task(jp_fetch, people) if "{task}" in path else ""
-        concrete = path.replace("{task}", task)
-        headers = {"Authorization": f"Bearer {runner_token}"} if who == "runner" else people[who]
-        status, body = await call(jp_fetch, method, concrete, headers)
-        if who in ("anonymous", "runner"):
-            allowed = who == "runner" and handler == "EnvironmentImageHandler"
-            if allowed:
-                assert status == 404, (who, method, concrete, status, body)  # past auth
-            else:
-                assert status in (401, 403), (who, method, concrete, status, body)
-            continue
-        if expected_allowed(handler, method, path, who):
-            assert status not in (401, 403), (who, method, concrete, status, body)
-            assert status < 500, (who, method, concrete, status, body)
+        concrete = path.replace("{task}", task).replace("{id}", "999999")
+        concrete = concrete.replace("{name}", "node-a")
+        if who == "runner":
+            headers = {"Authorization": f"Bearer {runner_token}"}
+        elif who == "admin_jupyter" and rule.socket:
+            headers = people["admin_jupyter_ws"]
         else:
-            assert status in (401, 403), (who, method, concrete, status, body)
-
-
-async def test_public_routes_are_open_to_everyone(
-    jp_fetch: Callable[..., Awaitable[Any]], people: dict[str, dict[str, str]], runner_token: str
-) -> None:
-    """Exactly the registration page skips authentication, for every caller alike."""
-    from tornado.httpclient import HTTPClientError
-
-    assert {handler.__name__ for _, handler in PUBLIC_ROUTES} == PUBLIC
-    runner = {"Authorization": f"Bearer {runner_token}"}
-    for pattern, handler in PUBLIC_ROUTES:
-        for method in METHODS:
-            if method not in vars(handler):
-                continue
-            assert getattr(getattr(handler, method), "__allow_unauthenticated", False)
-            for headers in [*people.values(), runner]:
-                body = b"{}" if method != "get" else None
-                try:
-                    response = await jp_fetch(
-                        *pattern.strip("/").split("/"),
-                        method=method.upper(),
-                        headers=headers,
-                        body=body,
-                    )
-                    status = response.code
-                except HTTPClientError as exc:
-                    status = exc.code
-                # GET: the form; POST {}: refused for what it lacks, never for who asks
-                assert status not in (401, 403) and status < 500, (method, pattern, headers)
-
-
-async def test_every_user_route_declares_its_access() -> None:
-    """A new handler without @requires (or an inner rule) fails here, not silently."""
-    from kohakuriver_lab.server import routes
-
-    for name, method, _path in route_cases():
-        handler = dict((h.__name__, h) for _, h in routes.ROUTES)[name]
-        access = getattr(getattr(handler, method.lower()), "__kohakuriver_access__", None)
-        assert access is not None or name in INNER_RULES or name in NOT_FOR_USERS, (name, method)
-        if access is not None:
-            assert isinstance(access[0], Role) and isinstance(access[1], Scope)
+            headers = people[who]
+        if rule.socket:
+            url = host_url.replace("http", "ws", 1).rstrip("/") + API_PREFIX + concrete
+            status, body = await _socket(url, headers)
+        elif (method, path) in expected.PUBLIC:
+            status, body = await _http(jp_fetch, method, concrete, headers)
+        else:
+            status, body = await call(jp_fetch, method, concrete, headers)
+        context = (who, method, concrete, status, body)
+        if allowed(rule, who):
+            assert status not in (401, 403), context
+            assert status < 500, context
+        else:
+            assert status in (401, 403), context
 
 
 async def test_a_user_never_sees_another_users_env_or_logs(
