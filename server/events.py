@@ -29,6 +29,11 @@ def note_task_changed(session: Session, task: Task) -> None:
     session.info.setdefault(_CHANGED, {})[task.task_id] = task
 
 
+Delivery = tuple[dict[str, Any], str | None]
+"""An event and the owner of the task it is about (``None``: not about a task); the socket
+shows it through :func:`~.policy.event_view` when it sends it, with the caller's rights then."""
+
+
 @dataclass(eq=False)
 class Subscription:
     """One subscriber: which topics it wants and its queue of events."""
@@ -36,7 +41,7 @@ class Subscription:
     topics: frozenset[str]
     task_ids: frozenset[int] | None = None
     batch_id: int | None = None
-    queue: asyncio.Queue[dict[str, Any] | None] = field(default_factory=lambda: asyncio.Queue())
+    queue: asyncio.Queue[Delivery | None] = field(default_factory=lambda: asyncio.Queue())
     dropped: bool = False
 
     def wants(self, topic: str, task: Any = None) -> bool:
@@ -99,9 +104,9 @@ class EventBus(LoggingConfigurable):
         """How many subscribers there are."""
         return len(self._subs)
 
-    def _deliver(self, sub: Subscription, payload: dict[str, Any]) -> None:
+    def _deliver(self, sub: Subscription, payload: dict[str, Any], owner: str | None) -> None:
         try:
-            sub.queue.put_nowait(payload)
+            sub.queue.put_nowait((payload, owner))
         except asyncio.QueueFull:
             self.log.warning("dropping a live-events subscriber that fell behind")
             sub.dropped = True
@@ -122,16 +127,16 @@ class EventBus(LoggingConfigurable):
             for sub in list(self._subs):
                 if sub.wants("tasks", task):
                     payload = payload or {"type": "task", "task": self.task_view(task)}
-                    self._deliver(sub, payload)
+                    self._deliver(sub, payload, task.owner)
 
     def publish_for_task(self, task: Any, payload: dict[str, Any]) -> None:
         """Send ``payload`` to the subscribers that follow ``task``."""
         for sub in list(self._subs):
             if sub.wants("tasks", task):
-                self._deliver(sub, payload)
+                self._deliver(sub, payload, task.owner)
 
     def publish(self, topic: str, payload: dict[str, Any]) -> None:
         """Send a ready-made event to every subscriber of ``topic``."""
         for sub in list(self._subs):
             if sub.wants(topic):
-                self._deliver(sub, payload)
+                self._deliver(sub, payload, None)

@@ -12,19 +12,47 @@ from dataclasses import dataclass
 from typing import Any
 
 from kohakuriver_lab.errors import Forbidden
-from kohakuriver_lab.models import Role, Scope
+from kohakuriver_lab.models import Role, Scope, TaskInfo
 
-REDACTED_FIELDS = (
-    "command",
-    "env",
-    "workdir",
-    "reason",
-    "parameters",
-    "output_path",
-    "mounts",
-    "ssh_port",
+VISIBLE_TO_OTHERS = frozenset(
+    {
+        "task_id",
+        "batch_id",
+        "task_type",
+        "owner",
+        "status",
+        "priority",
+        "backend",
+        "environment",
+        "req_cores",
+        "req_memory",
+        "req_gpus",
+        "target",
+        "node",
+        "assigned_cores",
+        "assigned_gpus",
+        "numa",
+        "exit_code",
+        "kill_requested",
+        "submitted_at",
+        "started_at",
+        "finished_at",
+    }
 )
-"""Task fields only the owner, operators and admins see."""
+"""The one list of task fields everyone who may list tasks sees: what and where it runs, its
+state and timing. Every other field (name, command, env, workdir, image, mounts, reason,
+parameters, progress, output path, SSH port, and any field added later) is blanked for
+those who may not see the task's details, on REST and on the events socket alike."""
+
+
+def _blank(name: str, value: Any) -> Any:
+    """The empty value a hidden field is shown with (its model default, else empty)."""
+    field = TaskInfo.model_fields.get(name)
+    if field is not None and field.default_factory is not None:
+        return field.default_factory()  # type: ignore[call-arg]
+    if field is not None and not field.is_required():
+        return field.default
+    return [] if isinstance(value, list) else None
 
 
 @dataclass(frozen=True)
@@ -70,10 +98,7 @@ class Caller:
 
 def redact(task: dict[str, Any]) -> dict[str, Any]:
     """A task as someone without access to its details sees it (JSON form)."""
-    shown = dict(task)
-    for key in REDACTED_FIELDS:
-        if key in shown:
-            shown[key] = [] if key in ("command", "mounts") else ({} if key == "env" else None)
+    shown = {k: v if k in VISIBLE_TO_OTHERS else _blank(k, v) for k, v in task.items()}
     shown["redacted"] = True
     return shown
 
@@ -81,3 +106,14 @@ def redact(task: dict[str, Any]) -> dict[str, Any]:
 def task_view(caller: Caller, task: dict[str, Any]) -> dict[str, Any]:
     """The caller's view of a task (JSON form)."""
     return task if caller.sees_details_of(str(task.get("owner"))) else redact(task)
+
+
+def event_view(caller: Caller, payload: dict[str, Any], owner: str | None) -> dict[str, Any] | None:
+    """The caller's view of an events-socket frame about a task of ``owner`` (``None``: not
+    about a task), or ``None`` when it must not see it: task frames are redacted, and the
+    other task frames (``progress``: a job's cell and error) go to those who see details."""
+    if payload.get("type") == "task":
+        return {**payload, "task": task_view(caller, payload["task"])}
+    if owner is None or caller.sees_details_of(owner):
+        return payload
+    return None

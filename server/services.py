@@ -20,6 +20,7 @@ from .events import EventBus
 from .gateway import RunnerGateway
 from .invitations import InvitationService
 from .jobs import JobService
+from .livesockets import SocketRegistry
 from .logstore import LogStore
 from .nodes import NodeRegistry
 from .quotas import QuotaService
@@ -53,6 +54,7 @@ class ClusterServices:
     api_tokens: ApiTokenService
     cluster_settings: SettingsService
     quotas: QuotaService
+    sockets: SocketRegistry
 
     @classmethod
     def build(
@@ -93,6 +95,8 @@ class ClusterServices:
         audit = AuditLog(db, parent=parent)
         users = UserDirectory(db, audit, host_owner(), parent=parent)
         api_tokens = ApiTokenService(db, audit, parent=parent)
+        sockets = SocketRegistry(parent=parent)  # told of revocations and role changes
+        users.sockets = api_tokens.sockets = sockets
         invitations = InvitationService(db, audit, users, parent=parent)
         cluster_settings = SettingsService(db, audit, parent=parent)
         quotas = QuotaService(db, audit, users.groups_of, parent=parent)
@@ -118,6 +122,7 @@ class ClusterServices:
             api_tokens,
             cluster_settings,
             quotas,
+            sockets,
         )
 
     def summary(self) -> dict[str, int]:

@@ -38,6 +38,7 @@ from kohakuriver_lab.models import (
 
 from .audit import AuditLog
 from .db.orm import ApiToken, User
+from .livesockets import SocketRegistry
 from .policy import Caller
 
 
@@ -99,6 +100,8 @@ class UserDirectory(LoggingConfigurable):
         self.owner = owner
         self._members: dict[str, _Member] = {}
         self._lock = threading.Lock()
+        self.sockets: SocketRegistry | None = None
+        """Open sockets, re-checked when a role or the active flag changes."""
 
     def _is_admin_by_config(self, username: str) -> bool:
         return username == self.owner or username in self.admin_users
@@ -203,6 +206,11 @@ class UserDirectory(LoggingConfigurable):
             info = user_info(row)
         with self._lock:
             self._members.pop(username, None)
+        if self.sockets is not None:  # open sockets follow at once
+            if "active" in changes and not info.active:
+                self.sockets.user_deactivated(username)
+            elif "role" in changes:
+                self.sockets.role_changed(username)
         return info
 
     def create(self, body: UserCreate, actor: Caller) -> UserInfo:
@@ -304,6 +312,8 @@ class ApiTokenService(LoggingConfigurable):
         self._cache: dict[str, _TokenRecord] = {}
         self._used: dict[int, float] = {}
         self._lock = threading.Lock()
+        self.sockets: SocketRegistry | None = None
+        """Open sockets, closed when their token is revoked."""
 
     def create(self, caller: Caller, body: ApiTokenCreate) -> ApiTokenInfo:
         """A new token for the caller (admins: for ``body.username``); the secret is in this
@@ -374,6 +384,8 @@ class ApiTokenService(LoggingConfigurable):
             token_hash = row.token_hash
         with self._lock:
             self._cache.pop(token_hash, None)
+        if self.sockets is not None:
+            self.sockets.token_revoked(token_id)
 
     def verify(self, secret: str) -> _TokenRecord | None:
         """The live token for this secret (``None``: unknown, expired or revoked)."""

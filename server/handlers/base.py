@@ -124,6 +124,7 @@ class CallerMixin:
     current_user: Any
     _jupyter_current_user: Any
     _api_token: tuple[int, str, frozenset[Scope] | None] | None = None
+    _token_expires_at: float | None = None
     _caller: Caller | None = None
 
     @property
@@ -139,6 +140,7 @@ class CallerMixin:
             if record is None:
                 raise Unauthorized("invalid, expired or revoked API token")
             self._api_token = (record.token_id, record.username, record.scopes)
+            self._token_expires_at = record.expires_at
             self._jupyter_current_user = User(username=record.username, name=record.username)
         return await super().prepare(*args, **kwargs)  # type: ignore[misc]
 

@@ -17,7 +17,8 @@ from kohakuriver_lab.errors import KohakuRiverError
 from kohakuriver_lab.models import LogStream, Role, Scope, TaskStatus
 from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES
 
-from ..policy import task_view
+from ..livesockets import CLOSE_FORBIDDEN
+from ..policy import Caller, event_view
 from .base import AUTH_RESOURCE, CallerMixin, is_id
 
 if TYPE_CHECKING:
@@ -26,12 +27,74 @@ if TYPE_CHECKING:
 FOLLOW_CHUNK = 64 * 1024
 
 
-class LogFollowHandler(
-    CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler
-):
-    """Follow a task's output live: ``{"type":"log",...}`` frames, then ``{"type":"end",...}``."""
+class WatchedSocket(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+    """A user socket whose rights are re-checked while it is open: it is registered by
+    identity (:mod:`..livesockets`) from the handshake on, and revocation, deactivation,
+    a role change or the token's expiry close or narrow it at once."""
 
     auth_resource = AUTH_RESOURCE
+    _opened = False
+    _ended: tuple[int, str] | None = None
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> Any:
+        """A refused API token (revoked, expired) is a JSON 401, not an error page."""
+        try:
+            return await super().prepare(*args, **kwargs)
+        except KohakuRiverError as exc:
+            self.set_status(exc.status_code)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"message": exc.message}))
+
+    async def watched(self, *args: Any, **kwargs: Any) -> None:
+        """Upgrade (``super().get``) with the socket registered until it ends."""
+        caller = self.caller
+        registry = self.services.sockets
+        registry.add(self, caller.username, caller.token_id, self._token_expires_at)
+        try:
+            await super().get(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            registry.remove(self)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Start, unless the rights went away during the handshake."""
+        self._opened = True
+        if self._ended is not None:
+            self.close(*self._ended)
+            return
+        self.started()
+
+    def started(self) -> None:
+        """Begin sending (subclasses)."""
+
+    def end(self, code: int, reason: str) -> None:
+        """Close with ``code`` and ``reason`` (once open; before that, as soon as it opens)."""
+        if self._ended is None:
+            self._ended = (code, reason)
+        if self._opened:
+            self.close(code, reason)
+
+    def rights_changed(self) -> None:
+        """Re-read the caller (a role change): close (4003) if it may no longer use this
+        socket, else go on with the new rights."""
+        self._caller = None
+        try:
+            self.check_rights(self.caller)
+        except KohakuRiverError as exc:
+            self.end(CLOSE_FORBIDDEN, exc.message)
+
+    def check_rights(self, caller: Caller) -> None:
+        """Raise (403) unless ``caller`` may use this socket (subclasses)."""
+
+    def on_message(self, message: str | bytes) -> None:
+        """Clients have nothing to say on these sockets."""
+
+    def on_close(self) -> None:
+        """Stop watching."""
+        self.services.sockets.remove(self)
+
+
+class LogFollowHandler(WatchedSocket):
+    """Follow a task's output live: ``{"type":"log",...}`` frames, then ``{"type":"end",...}``."""
 
     @ws_authenticated
     async def get(self, task_id: str, *args: Any, **kwargs: Any) -> None:
@@ -43,9 +106,10 @@ class LogFollowHandler(
         if not allowed:
             raise web.HTTPError(403)
         try:
-            self._task_id = self.task_with_details(task_id).task_id
+            info = self.task_with_details(task_id)
         except KohakuRiverError as exc:
             raise web.HTTPError(exc.status_code, exc.message) from None
+        self._task_id, self._owner = info.task_id, info.owner
         stream = self.get_query_argument("stream", "both")
         if stream not in ("stdout", "stderr", "both"):
             raise web.HTTPError(400, "stream must be stdout, stderr or both")
@@ -54,17 +118,19 @@ class LogFollowHandler(
         if not is_id(offset_raw):
             raise web.HTTPError(400, "offset must be a non-negative integer")
         self._start_offset = int(offset_raw)
-        await super().get(task_id, *args, **kwargs)  # type: ignore[misc]
+        await self.watched(task_id, *args, **kwargs)
 
-    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def check_rights(self, caller: Caller) -> None:
+        """Only those who see the task's details follow its logs."""
+        caller.require_details(self._owner, f"task {self._task_id}")
+
+    def started(self) -> None:
         """Start pumping."""
         self._pump = asyncio.ensure_future(self._follow())
 
-    def on_message(self, message: str | bytes) -> None:
-        """Clients have nothing to say on this socket."""
-
     def on_close(self) -> None:
         """Stop pumping."""
+        super().on_close()
         pump = getattr(self, "_pump", None)
         if pump is not None:
             pump.cancel()
@@ -117,16 +183,16 @@ class LogFollowHandler(
             logs.unsubscribe(task_id, event)
 
 
-class EventsHandler(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+class EventsHandler(WatchedSocket):
     """Live task and node changes: ``{"type": "task", "task": TaskInfo}``,
     ``{"type": "node", "name", "status"}``, ``{"type": "metrics", "name", "metrics"}``.
 
     Query: ``topics`` (default ``tasks,nodes``; ``tasks`` when filtering by task or batch),
     ``tasks`` (comma-separated IDs), ``batch``.
-    The first frame is ``{"type": "subscribed", "topics": [...]}``.
+    The first frame is ``{"type": "subscribed", "topics": [...]}``. Each frame is shown
+    with the caller's rights when it is sent (a role change applies to the next frame).
     """
 
-    auth_resource = AUTH_RESOURCE
     TOPICS = frozenset({"tasks", "nodes"})
 
     @ws_authenticated
@@ -139,7 +205,7 @@ class EventsHandler(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocke
         if not allowed:
             raise web.HTTPError(403)
         try:
-            self.caller.require(Role.VIEWER, Scope.READ, "following cluster events")
+            self.check_rights(self.caller)
         except KohakuRiverError as exc:
             raise web.HTTPError(exc.status_code, exc.message) from None
         ids_raw = self.get_query_argument("tasks", "")
@@ -156,19 +222,21 @@ class EventsHandler(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocke
             frozenset(int(p) for p in parts) or None,
             int(batch_raw) if batch_raw else None,
         )
-        await super().get(*args, **kwargs)  # type: ignore[misc]
+        await self.watched(*args, **kwargs)
 
-    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def check_rights(self, caller: Caller) -> None:
+        """Viewers and up follow events."""
+        caller.require(Role.VIEWER, Scope.READ, "following cluster events")
+
+    def started(self) -> None:
         """Subscribe and start sending."""
         topics, ids, batch = self._filters
         self._sub = self.services.events.subscribe(topics, ids, batch)
         self._sender = asyncio.ensure_future(self._send(sorted(topics)))
 
-    def on_message(self, message: str | bytes) -> None:
-        """Clients have nothing to say on this socket."""
-
     def on_close(self) -> None:
         """Unsubscribe."""
+        super().on_close()
         sub = getattr(self, "_sub", None)
         if sub is not None:
             self.services.events.unsubscribe(sub)
@@ -178,13 +246,15 @@ class EventsHandler(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocke
         try:
             await self.write_message(json.dumps({"type": "subscribed", "topics": topics}))
             while True:
-                payload = await self._sub.queue.get()
-                if payload is None:  # fell behind and was dropped
+                delivery = await self._sub.queue.get()
+                if self._ended is not None:  # closed for its rights: nothing more
+                    return
+                if delivery is None:  # fell behind and was dropped
                     self.close(1013, "too slow: reconnect and re-read the state")
                     return
-                if payload.get("type") == "task":  # others' task details are not shown
-                    payload = {**payload, "task": task_view(self.caller, payload["task"])}
-                await self.write_message(json.dumps(payload))
+                shown = event_view(self.caller, *delivery)  # the rights of now
+                if shown is not None:
+                    await self.write_message(json.dumps(shown))
         except websocket.WebSocketClosedError:
             return
 
