@@ -47,6 +47,12 @@ class Conflict(KohakuRiverError):
     status_code = 409
 
 
+class TooLarge(KohakuRiverError):
+    """A body, a file or a stored total over a configured size limit (413)."""
+
+    status_code = 413
+
+
 class TooManyRequests(KohakuRiverError):
     """Too many attempts from one address (or in all) in a short time, e.g. logins (429)."""
 
@@ -71,6 +77,7 @@ ERRORS_BY_STATUS: dict[int, type[KohakuRiverError]] = {
     403: Forbidden,
     404: NotFound,
     409: Conflict,
+    413: TooLarge,
     422: RunnerRequestFailed,
     429: TooManyRequests,
 }

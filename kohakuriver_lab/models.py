@@ -20,6 +20,15 @@ from pydantic import (
     model_validator,
 )
 
+from kohakuriver_lab.bounds import (
+    MAX_COUNTER,
+    MAX_NUMA_NODE,
+    check_env,
+    check_gpu_index,
+    check_memory,
+    check_workdir,
+)
+
 # =============================================================================
 # Scalars
 # =============================================================================
@@ -52,19 +61,17 @@ def parse_memory(value: int | str) -> int:
     if isinstance(value, bool):
         raise ValueError("memory must be a number of bytes or a size such as '512M' or '8G'")
     if isinstance(value, int):
-        if value <= 0:
-            raise ValueError("memory must be positive")
-        return value
+        return check_memory(value)
     match = _MEMORY_RE.match(str(value))
     if not match:
         raise ValueError(
             f"cannot read memory size {value!r}: use bytes or a size such as '512M' or '8G'"
         )
     number, unit = float(match.group(1)), match.group(2).upper()
-    size = int(number * _MEMORY_UNITS[unit])
-    if size <= 0:
-        raise ValueError("memory must be positive")
-    return size
+    size = number * _MEMORY_UNITS[unit]  # inf for "9" * 400: int(inf) would overflow
+    if size != size or size > (1 << 62):
+        raise ValueError("memory must be at most 1 EiB")
+    return check_memory(int(size))
 
 
 def format_memory(size: int) -> str:
@@ -194,14 +201,18 @@ def parse_target(text: str) -> Target:
             raise ValueError(f"GPU indices in target must be integers, got {gpu_text!r}") from None
         if not gpus or any(g < 0 for g in gpus):
             raise ValueError("'node::' must be followed by GPU indices such as 'node::0,1'")
+        for gpu in gpus:
+            check_gpu_index(gpu)
         if len(set(gpus)) != len(gpus):
             raise ValueError("a GPU index is repeated in the target")
     numa: int | None = None
     if ":" in text:
         text, numa_text = text.split(":", 1)
-        if not numa_text.isdigit():
-            raise ValueError(f"NUMA node in target must be a number, got {numa_text!r}")
+        if not (numa_text.isascii() and numa_text.isdigit()) or len(numa_text) > 4:
+            raise ValueError(f"NUMA node in target must be a number, got {numa_text[:20]!r}")
         numa = int(numa_text)
+        if numa > MAX_NUMA_NODE:
+            raise ValueError(f"NUMA node in target must be at most {MAX_NUMA_NODE}")
     return Target(node=validate_node_name(text), numa=numa, gpus=gpus)
 
 
@@ -347,6 +358,8 @@ class TaskSubmit(BaseModel):
         if isinstance(value, list):
             if any(g < 0 for g in value):
                 raise ValueError("GPU indices must not be negative")
+            for gpu in value:
+                check_gpu_index(gpu)
             if len(set(value)) != len(value):
                 raise ValueError("a GPU index is repeated")
             return value or None
@@ -363,12 +376,7 @@ class TaskSubmit(BaseModel):
     @field_validator("env")
     @classmethod
     def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, val in value.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-                raise ValueError(f"invalid environment variable name {key!r}")
-            if "\x00" in val:
-                raise ValueError(f"environment variable {key} contains a NUL byte")
-        return value
+        return check_env(value)
 
     @field_validator("image")
     @classmethod
@@ -399,9 +407,7 @@ class TaskSubmit(BaseModel):
     @field_validator("workdir")
     @classmethod
     def _check_workdir(cls, value: str | None) -> str | None:
-        if value is not None and (not value.startswith("/") or "\x00" in value):
-            raise ValueError("workdir must be an absolute path")
-        return value
+        return check_workdir(value)
 
     @model_validator(mode="after")
     def _check_job_kind(self) -> TaskSubmit:
@@ -639,9 +645,9 @@ class JobProgress(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    done: int = Field(ge=0)
-    total: int = Field(ge=0)
-    cell: int | None = Field(default=None, ge=0)
+    done: int = Field(ge=0, le=MAX_COUNTER)
+    total: int = Field(ge=0, le=MAX_COUNTER)
+    cell: int | None = Field(default=None, ge=0, le=MAX_COUNTER)
     error: str | None = Field(default=None, max_length=4000)
 
 
@@ -713,6 +719,9 @@ class EnvironmentExec(BaseModel):
         if not value[0] or any("\x00" in part for part in value):
             raise ValueError("command[0] must not be empty and no argument may contain NUL")
         return value
+
+    _env = field_validator("env")(check_env)
+    _workdir = field_validator("workdir")(check_workdir)
 
 
 class EnvironmentExecResult(BaseModel):

@@ -21,6 +21,7 @@ from .client_mode import (
     env_remote_url,
     remote_settings,
 )
+from .costs import CostLimits
 from .db.engine import make_engine, make_sessionmaker, upgrade_schema
 from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
 from .events import EventBus
@@ -43,7 +44,15 @@ class ClusterHostApp(ExtensionApp):
     load_other_extensions = False  # only used by ``jupyter kohakuriver`` (headless)
     serverapp_config = {"open_browser": False}
     default_url = "/kohakuriver/api/cluster"
-    classes = [NodeRegistry, Scheduler, RunnerGateway, LogStore, EmbeddedRunner, EventBus]
+    classes = [
+        NodeRegistry,
+        Scheduler,
+        RunnerGateway,
+        LogStore,
+        EmbeddedRunner,
+        EventBus,
+        CostLimits,
+    ]
 
     data_dir = Unicode(
         help="Directory for the host's database (SQLite default), task logs and runner state."

@@ -9,10 +9,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from traitlets.config import LoggingConfigurable
 
-from kohakuriver_lab.errors import InvalidRequest, NotFound
+from kohakuriver_lab.errors import InvalidRequest, NotFound, TooLarge
 from kohakuriver_lab.models import JobProgress, JobResult
 
-from .artifacts import ArtifactStore
+from .artifacts import ArtifactStore, ArtifactUpload
+from .costs import ArtifactBudget
 from .db.orm import Task
 from .events import EventBus
 from .tasks import load_task
@@ -24,12 +25,39 @@ class JobService(LoggingConfigurable):
     """Progress, results and artifacts of tasks, as their jobs report them."""
 
     def __init__(
-        self, db: sessionmaker[Session], artifacts: ArtifactStore, events: EventBus, **kwargs: Any
+        self,
+        db: sessionmaker[Session],
+        artifacts: ArtifactStore,
+        events: EventBus,
+        budget: ArtifactBudget,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._db = db
         self.artifacts = artifacts
         self._events = events
+        self.budget = budget
+
+    def begin_artifact(self, task_id: int, name: str, declared: int | None) -> ArtifactUpload:
+        """Start receiving a job's upload, bounded by the artifact limits of one file, the
+        task and its owner (413 naming the limit when ``declared`` is already over)."""
+        with self._db() as session:
+            owner = load_task(session, task_id).owner
+        replaced = self.artifacts.size(task_id, name)
+        room, text = self.budget.room(owner, self.artifacts.job_bytes(task_id), replaced)
+        if declared is not None and declared > room:
+            self.log.info(
+                "task %s: artifact %s of %d bytes refused: %s", task_id, name, declared, text
+            )
+            raise TooLarge(f"artifact {name} of {declared} bytes refused: {text}")
+        upload = self.artifacts.begin(task_id, name, room, text)
+        upload.owner, upload.replaced = owner, replaced
+        return upload
+
+    def commit_artifact(self, upload: ArtifactUpload) -> None:
+        """Put a received artifact in place and count it for its owner."""
+        size = upload.commit()
+        self.budget.add(upload.owner, size - upload.replaced)
 
     def job_info(self, task_id: int) -> dict[str, Any]:
         """What the job wrapper needs besides its input files."""

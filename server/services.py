@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, func, select
@@ -14,6 +14,7 @@ from kohakuriver_lab.models import NodeStatus, TaskStatus
 
 from .artifacts import ArtifactStore
 from .audit import AuditLog
+from .costs import ArtifactBudget, CostLimits
 from .db.orm import Task
 from .environments import EnvironmentService
 from .events import EventBus
@@ -55,6 +56,7 @@ class ClusterServices:
     cluster_settings: SettingsService
     quotas: QuotaService
     sockets: SocketRegistry
+    costs: CostLimits = field(default_factory=CostLimits)
 
     @classmethod
     def build(
@@ -69,6 +71,8 @@ class ClusterServices:
         logs = LogStore(parent=parent, log_dir=os.path.join(data_dir, "logs"))
         task_tokens = TaskTokens(os.path.join(data_dir, "task-token.key"))
         artifacts = ArtifactStore(os.path.join(data_dir, "artifacts"))
+        costs = CostLimits(parent=parent)
+        budget = ArtifactBudget(costs, db, lambda task_id: str(artifacts.folder(task_id)))
         holder: dict[str, RunnerGateway] = {}
 
         def send(node: str, message: Any) -> bool:
@@ -88,9 +92,10 @@ class ClusterServices:
             gateway,
             artifacts,
             environments,
+            budget,
             parent=parent,
         )
-        jobs = JobService(db, artifacts, events, parent=parent)
+        jobs = JobService(db, artifacts, events, budget, parent=parent)
         tokens = RunnerTokenService(db, parent=parent)
         audit = AuditLog(db, parent=parent)
         users = UserDirectory(db, audit, host_owner(), parent=parent)
@@ -123,6 +128,7 @@ class ClusterServices:
             cluster_settings,
             quotas,
             sockets,
+            costs=costs,
         )
 
     def summary(self) -> dict[str, int]:

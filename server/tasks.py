@@ -27,6 +27,7 @@ from kohakuriver_lab.models import (
 from kohakuriver_lab.protocol import KillTask, PauseTask, ResumeTask, Snapshot
 
 from .artifacts import ArtifactStore
+from .costs import ArtifactBudget
 from .db.orm import Task, TaskEvent
 from .environments import EnvironmentService
 from .events import note_task_changed
@@ -108,10 +109,12 @@ class TaskService(LoggingConfigurable):
         gateway: RunnerGateway,
         artifacts: ArtifactStore,
         environments: EnvironmentService,
+        budget: ArtifactBudget,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._artifacts = artifacts
+        self._budget = budget
         self._db = db
         self._registry = registry
         self._scheduler = scheduler
@@ -162,6 +165,12 @@ class TaskService(LoggingConfigurable):
             targets = targets * len(sets)
         else:
             sets = [None] * len(targets)
+        costs = self._budget.limits
+        costs.check_submit(self._db, owner, len(body.parameter_sets or []), len(targets))
+        input_notebook = json.dumps(body.notebook).encode() if notebook else b""
+        if notebook:
+            costs.check_notebook(len(input_notebook))
+            self._budget.check_new(owner, len(input_notebook))  # stored once, linked per task
         image, environment = body.image, None
         if body.environment:
             image, _, environment = self._environments.resolve(body.environment)
@@ -176,7 +185,6 @@ class TaskService(LoggingConfigurable):
             command = list(VPS_COMMAND)
         else:
             command = list(NOTEBOOK_JOB_COMMAND if notebook else body.command or [])
-        input_notebook = json.dumps(body.notebook).encode() if notebook else b""
         now = time.time()
         ids = [new_id() for _ in targets]
         with self._db() as session:
@@ -215,9 +223,13 @@ class TaskService(LoggingConfigurable):
                 )
                 session.add(task)
                 record_creation(session, task, actor=owner, reason="submitted")
-                if notebook:
+                if notebook and task_id == ids[0]:
                     self._artifacts.write(task_id, INPUT_NOTEBOOK, input_notebook)
+                elif notebook:
+                    self._artifacts.link(ids[0], task_id, INPUT_NOTEBOOK)
             session.commit()
+        if notebook:
+            self._budget.add(owner, len(input_notebook))
         self._scheduler.kick(new_tasks_only=True)
         return SubmitResult(task_ids=ids, batch_id=ids[0], ssh_private_key=private_key)
 

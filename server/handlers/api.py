@@ -23,7 +23,7 @@ from kohakuriver_lab.models import (
 from ..openapi import openapi_document
 from ..policy import task_view
 from ..scheduler import current_loads
-from .base import MAX_SUBMIT_BYTES, ClusterAPIHandler, is_id, parse_id, requires
+from .base import ClusterAPIHandler, is_id, parse_id, requires
 
 MAX_LOG_READ = 1024 * 1024
 
@@ -59,6 +59,11 @@ def _task_type_arg(handler: ClusterAPIHandler) -> TaskType | None:
 
 class TasksHandler(ClusterAPIHandler):
     """``GET`` lists tasks; ``POST`` submits."""
+
+    def body_limit(self) -> tuple[int, str]:
+        """A submit may carry a notebook."""
+        limit = self.services.costs.submit_body_bytes()
+        return limit, "CostLimits.max_notebook_bytes + CostLimits.max_body_bytes"
 
     @web.authenticated
     @authorized
@@ -96,7 +101,7 @@ class TasksHandler(ClusterAPIHandler):
     @authorized
     @requires(Role.USER, Scope.SUBMIT)
     def post(self) -> None:
-        body = self.parse_body(TaskSubmit, MAX_SUBMIT_BYTES)
+        body = self.parse_body(TaskSubmit)
         caller = self.caller
         approval = (
             caller.role is Role.USER and self.services.cluster_settings.get().approvals_required

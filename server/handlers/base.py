@@ -12,21 +12,30 @@ import pydantic
 from jupyter_server.auth.identity import User
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
 
 from kohakuriver_lab._client_config import API_TOKEN_PREFIX
-from kohakuriver_lab.errors import InvalidRequest, KohakuRiverError, NotFound, Unauthorized
+from kohakuriver_lab.errors import (
+    Forbidden,
+    InvalidRequest,
+    KohakuRiverError,
+    NotFound,
+    Unauthorized,
+)
 from kohakuriver_lab.models import Role, Scope, TaskInfo
 
 from ..policy import Caller
 from ..users import host_owner
+from .bodies import BoundedBodyMixin
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
 
 AUTH_RESOURCE = "kohakuriver"
 MAX_BODY_BYTES = 1024 * 1024
+"""The default of ``CostLimits.max_body_bytes`` (client mode's proxy uses these too)."""
 MAX_SUBMIT_BYTES = 16 * 1024 * 1024
-"""Submits may carry a notebook."""
+"""Submits may carry a notebook (``CostLimits.max_notebook_bytes`` + ``max_body_bytes``)."""
 MAX_ID = 2**63 - 1
 """IDs are 63-bit snowflakes: anything larger cannot be one (and overflows a BIGINT)."""
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -81,6 +90,14 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 def _no_constant(name: str) -> Any:
     """``NaN`` and ``Infinity`` are not JSON (and PostgreSQL's JSON refuses them)."""
     raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    """``1e400`` is valid JSON but no finite float (``inf`` that no database stores)."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
 
 
 def _check_strings(data: Any) -> None:
@@ -191,17 +208,35 @@ class CallerMixin:
         return info
 
 
-class ClusterAPIHandler(CallerMixin, ExtensionHandlerMixin, APIHandler):
-    """JSON API handler: Jupyter-authenticated, errors as ``{"message": ...}``."""
+@web.stream_request_body
+class ClusterAPIHandler(BoundedBodyMixin, CallerMixin, ExtensionHandlerMixin, APIHandler):
+    """JSON API handler: Jupyter-authenticated, errors as ``{"message": ...}``; bodies only
+    from authenticated callers, at most ``CostLimits.max_body_bytes`` (see ``bodies``)."""
 
     auth_resource = AUTH_RESOURCE
 
-    def parse_body(self, model: type[ModelT], limit: int = MAX_BODY_BYTES) -> ModelT:
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Authenticate, then refuse a body this caller may not send, before reading it."""
+        await super().prepare(*args, **kwargs)
+        if not self._finished:
+            await self.check_body()
+
+    def body_limit(self) -> tuple[int, str]:
+        return int(self.services.costs.max_body_bytes), "CostLimits.max_body_bytes"
+
+    async def body_allowed(self) -> None:
+        """Only authenticated callers send bodies (as ``@web.authenticated``: 403)."""
+        if self.current_user is None:
+            raise Forbidden("authentication required")
+
+    def parse_body(self, model: type[ModelT], limit: int | None = None) -> ModelT:
         """Validate the JSON body against ``model`` (400 with the field names on failure)."""
-        if len(self.request.body) > limit:
+        body = self.request_body()
+        limit = self._body_limit[0] if limit is None else limit
+        if len(body) > limit:
             raise InvalidRequest(f"request body is larger than {limit} bytes")
         try:
-            data = json.loads(self.request.body or b"{}", parse_constant=_no_constant)
+            data = json.loads(body or b"{}", parse_constant=_no_constant, parse_float=_finite_float)
         except RecursionError:
             raise InvalidRequest("request body is nested too deeply") from None
         except ValueError as exc:  # not JSON, not UTF-8, an integer of over 4300 digits

@@ -20,6 +20,7 @@ from kohakuriver_lab.models import (
 )
 
 from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id, requires
+from .bodies import declared_length
 
 if TYPE_CHECKING:
     from ..environments import Upload
@@ -188,6 +189,22 @@ class EnvironmentUploadHandler(web.RequestHandler):
             )
         except KohakuRiverError as exc:
             self._fail(exc.status_code, exc.message)
+            return
+        try:
+            length = declared_length(self.request)
+        except KohakuRiverError as exc:
+            length, message = None, exc.message
+        else:
+            message = ""
+        if length is not None and length > self.upload.max_bytes:
+            message = (
+                f"environment image of {length} bytes is over the limit of "
+                f"{self.upload.max_bytes} bytes (EnvironmentService.max_image_bytes)"
+            )
+        if message:  # refused on the headers, before any body byte is read
+            self.upload.abort()
+            self.upload = None
+            self._fail(413 if length else 400, message)
             return
         self.request.connection.set_max_body_size(self.upload.max_bytes)  # type: ignore[union-attr]
 

@@ -24,6 +24,7 @@ from .base import (
     requires,
     validation_message,
 )
+from .bodies import BoundedBodyMixin
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
@@ -65,12 +66,30 @@ class InvitationHandler(ClusterAPIHandler):
         self.finish()
 
 
-class RegisterHandler(JupyterHandler):
+@web.stream_request_body
+class RegisterHandler(BoundedBodyMixin, JupyterHandler):
     """``GET /kohakuriver/register?token=...``: the registration form; ``POST``: create the
     account (JSON ``Registration`` or the form). No credentials by nature: the invitation is
     the credential. Cost-bounded: attempts are rate-limited per address and in all, the
     invitation is checked (one SHA-256 and one indexed lookup) before the slow password hash,
-    and hashing runs in a small bounded pool."""
+    and hashing runs in a small bounded pool. Bodies over ``CostLimits.max_body_bytes`` are
+    refused (413) before they are read."""
+
+    async def prepare(self, *args: Any, **kwargs: Any) -> None:
+        """Refuse an oversized body on its headers (the registration is public)."""
+        await super().prepare(*args, **kwargs)
+        if self._finished:
+            return
+        try:
+            await self.check_body()
+        except KohakuRiverError as exc:
+            self._refuse(exc)
+
+    def body_limit(self) -> tuple[int, str]:
+        return int(self.services.costs.max_body_bytes), "CostLimits.max_body_bytes"
+
+    def body_error(self, exc: KohakuRiverError) -> None:
+        self._refuse(exc)
 
     @property
     def services(self) -> ClusterServices:
@@ -99,7 +118,7 @@ class RegisterHandler(JupyterHandler):
 
     def _registration(self) -> Registration:
         """The request as a :class:`Registration` (400 with the field names otherwise)."""
-        if len(self.request.body) > MAX_BODY_BYTES:
+        if len(self.request_body()) > MAX_BODY_BYTES:
             raise InvalidRequest(f"request body is larger than {MAX_BODY_BYTES} bytes")
         if self._wants_json():
             try:
@@ -123,6 +142,7 @@ class RegisterHandler(JupyterHandler):
     @allow_unauthenticated
     async def post(self) -> None:
         self.set_header("Cache-Control", "no-store")
+        self.request_body()  # the form's fields, for _refuse too
         address = self.request.remote_ip
         invitations = self.services.invitations
         try:

@@ -1,6 +1,7 @@
 """Routes a running job calls back with its task token (``Authorization: Task <token>``):
 job parameters, input and output files, progress, glued results. Users (Jupyter auth) may
-read them too."""
+read them too. Bodies are accepted only once the token or login is checked; uploads stream
+to disk within the ``CostLimits`` artifact limits (413 naming the limit)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tornado import web
 from kohakuriver_lab.errors import Forbidden, InvalidRequest, Unauthorized
 from kohakuriver_lab.models import JobProgress, JobResult, Role, Scope
 
+from ..artifacts import ArtifactUpload
 from ..tasks import OUTPUT_NOTEBOOK
 from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id, requires
 
@@ -30,6 +32,16 @@ class JobAPIHandler(ClusterAPIHandler):
         if self._task_token() is not None:
             return None
         return super().check_xsrf_cookie()
+
+    async def body_allowed(self) -> None:
+        """A body only with a valid task token for this task, or a Jupyter login."""
+        token = self._task_token()
+        if token is not None:
+            ident = parse_id(self.path_args[0])
+            if not self.services.task_tokens.verify(ident, token):
+                raise Forbidden(f"this task token is not for task {ident}")
+        elif self.current_user is None:
+            raise Unauthorized("a Jupyter login or this task's token is required")
 
     async def authorize_task(self, task_id: str, action: str) -> int:
         """The task ID, once the caller may ``action`` it; 401/403 otherwise."""
@@ -88,7 +100,45 @@ class TaskResultsHandler(JobAPIHandler):
 
 
 class TaskArtifactHandler(JobAPIHandler):
-    """``GET``/``PUT`` one file of a task (``input.ipynb``, ``output.ipynb``, ...)."""
+    """``GET``/``PUT`` one file of a task (``input.ipynb``, ``output.ipynb``, ...); a
+    ``PUT`` streams into a temp file, refused (413) past the artifact limits."""
+
+    upload: ArtifactUpload | None = None
+
+    def body_limit(self) -> tuple[int, str]:
+        if self.request.method == "PUT":
+            return int(self.services.costs.max_artifact_bytes), "CostLimits.max_artifact_bytes"
+        return super().body_limit()
+
+    async def begin_body(self, length: int | None) -> None:
+        if self.request.method != "PUT":
+            return await super().begin_body(length)
+        task_id, name = self.path_args
+        ident = await self.authorize_task(task_id, "write")
+        self.upload = self.services.jobs.begin_artifact(ident, name, length)
+        return None
+
+    def consume(self, chunk: bytes) -> None:
+        if self.upload is None:
+            return super().consume(chunk)
+        self.upload.write(chunk)
+        return None
+
+    def body_refused(self) -> None:
+        self._drop_upload()
+
+    def on_connection_close(self) -> None:
+        self._drop_upload()
+        super().on_connection_close()
+
+    def on_finish(self) -> None:
+        self._drop_upload()
+        super().on_finish()
+
+    def _drop_upload(self) -> None:
+        if self.upload is not None:
+            self.upload.abort()
+            self.upload = None
 
     @allow_unauthenticated  # task token or Jupyter auth, checked in authorize_task
     async def get(self, task_id: str, name: str) -> None:
@@ -101,14 +151,18 @@ class TaskArtifactHandler(JobAPIHandler):
     @allow_unauthenticated  # task token or Jupyter auth, checked in authorize_task
     async def put(self, task_id: str, name: str) -> None:
         ident = await self.authorize_task(task_id, "write")
-        data = self.request.body
-        jobs = self.services.jobs
-        if name == OUTPUT_NOTEBOOK:
-            path = await self._save_to_contents(ident, data)
-            jobs.artifacts.write(ident, name, data)
-            jobs.set_output_path(ident, path)
-        else:
-            jobs.artifacts.write(ident, name, data)
+        upload, jobs = self.upload, self.services.jobs
+        if upload is None:  # refused while it arrived
+            return
+        try:
+            if name == OUTPUT_NOTEBOOK:
+                path = await self._save_to_contents(ident, upload.data())
+                jobs.commit_artifact(upload)
+                jobs.set_output_path(ident, path)
+            else:
+                jobs.commit_artifact(upload)
+        finally:
+            self._drop_upload()
         self.set_status(204)
         self.finish()
 
