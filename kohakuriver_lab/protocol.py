@@ -26,7 +26,15 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    model_validator,
+)
 
 from kohakuriver_lab.models import (
     GpuInfo,
@@ -41,6 +49,24 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 """Largest message either side accepts; a log chunk carries at most :data:`MAX_LOG_CHUNK`."""
 MAX_LOG_CHUNK = 256 * 1024
 RUNNER_CONNECT_PATH = "kohakuriver/api/runners/connect"
+
+# Bounds of what a runner may say (a node may lie: nothing it sends may cost the host more
+# than linear work, overflow a column, or put markup or paths where a name goes).
+NODE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+"""Node names, as in :func:`kohakuriver_lab.models.validate_node_name` (``$``: end of text)."""
+MAX_CORES = 4096
+MAX_CORE_ID = 65535
+MAX_NODE_MEMORY = 2**56
+"""64 PiB: far above any node, far below a BIGINT."""
+MAX_GPU_INDEX = 1023
+MAX_NUMA_ID = 1023
+MAX_TASK_REPORTS = 50_000
+MAX_BYTES_COUNT = 2**62
+"""Log sizes and offsets."""
+MIN_EXIT_CODE, MAX_EXIT_CODE = -(2**31), 2**31 - 1
+MAX_REASON_CHARS = 4000
+"""Longer reasons and errors are cut (never refused: a runner's report must get through)."""
+BACKEND_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 
 
 def runner_socket_url(host_url: str) -> str:
@@ -63,6 +89,78 @@ class _Message(BaseModel):
 # Shared pieces
 # =============================================================================
 
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_REASON_CHARS:
+        return value[: MAX_REASON_CHARS - 1] + "…"
+    return value
+
+
+Reason = Annotated[str | None, BeforeValidator(_cut)]
+"""A free-text reason or error from a runner, cut to :data:`MAX_REASON_CHARS`."""
+ExitCode = Annotated[int, Field(ge=MIN_EXIT_CODE, le=MAX_EXIT_CODE)]
+ByteCount = Annotated[int, Field(ge=0, le=MAX_BYTES_COUNT)]
+NodeName = Annotated[str, Field(pattern=NODE_NAME_PATTERN, max_length=63)]
+Memory = Annotated[int, Field(ge=0, le=MAX_NODE_MEMORY)]
+
+
+def _within(what: str, value: int | None, low: int, high: int) -> None:
+    if value is not None and not low <= value <= high:
+        raise ValueError(f"{what} must be between {low} and {high}")
+
+
+def _short(what: str, value: str, limit: int) -> None:
+    if len(value) > limit:
+        raise ValueError(f"{what} is longer than {limit} characters")
+
+
+def _unique(what: str, values: list[int]) -> None:
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what} are repeated")
+
+
+def _check_gpu(gpu: GpuInfo) -> GpuInfo:
+    _within("a GPU index", gpu.index, 0, MAX_GPU_INDEX)
+    _within("a GPU's NUMA node", gpu.numa_node, 0, MAX_NUMA_ID)
+    _within("a GPU's memory", gpu.memory_total, 0, MAX_NODE_MEMORY)
+    for what, text in (("GPU name", gpu.name), ("GPU UUID", gpu.uuid), ("bus id", gpu.pci_bus_id)):
+        _short(what, text, 255)
+    return gpu
+
+
+def _check_numa(numa: NumaNode) -> NumaNode:
+    _within("a NUMA node id", numa.id, 0, MAX_NUMA_ID)
+    _within("a NUMA node's memory", numa.memory_total, 0, MAX_NODE_MEMORY)
+    if len(numa.cores) > MAX_CORES:
+        raise ValueError(f"a NUMA node has at most {MAX_CORES} cores")
+    return numa
+
+
+def _check_metrics(metrics: NodeMetrics) -> NodeMetrics:
+    for what, number in (("at", metrics.at), ("cpu_percent", metrics.cpu_percent)):
+        if not -1e12 <= number <= 1e12:  # also NaN
+            raise ValueError(f"metrics {what} is out of range")
+    if metrics.load_1m is not None and not -1e12 <= metrics.load_1m <= 1e12:
+        raise ValueError("metrics load_1m is out of range")
+    _within("memory_used", metrics.memory_used, 0, MAX_NODE_MEMORY)
+    _within("memory_total", metrics.memory_total, 0, MAX_NODE_MEMORY)
+    if len(metrics.gpus) > MAX_GPU_INDEX + 1:
+        raise ValueError(f"at most {MAX_GPU_INDEX + 1} GPUs")
+    for gpu in metrics.gpus:
+        _within("a GPU index", gpu.index, 0, MAX_GPU_INDEX)
+        for amount in (gpu.memory_used, gpu.memory_total):
+            _within("GPU memory", amount, 0, MAX_NODE_MEMORY)
+        for value in (gpu.utilization, gpu.temperature, gpu.power_watts):
+            if value is not None and not -1e12 <= value <= 1e12:
+                raise ValueError("a GPU metric is out of range")
+    return metrics
+
+
+RunnerGpu = Annotated[GpuInfo, AfterValidator(_check_gpu)]
+RunnerNuma = Annotated[NumaNode, AfterValidator(_check_numa)]
+RunnerMetrics = Annotated[NodeMetrics, AfterValidator(_check_metrics)]
+
+
 RunnerTaskState = Literal[
     "running", "paused", "completed", "failed", "killed", "killed_oom", "stopped"
 ]
@@ -76,9 +174,9 @@ class TaskReport(BaseModel):
 
     task_id: SnowflakeID
     state: RunnerTaskState
-    exit_code: int | None = None
-    reason: str | None = None
-    log_sizes: dict[LogStream, int] = Field(default_factory=dict)
+    exit_code: ExitCode | None = None
+    reason: Reason = None
+    log_sizes: dict[LogStream, ByteCount] = Field(default_factory=dict)
     ssh_port: int | None = Field(default=None, ge=1, le=65535, description="VPS: node port")
 
 
@@ -147,28 +245,48 @@ class TaskSpec(BaseModel):
 
 
 class Hello(_Message):
-    """First message: who the runner is, what it has, what it runs."""
+    """First message: who the runner is, what it has, what it runs (every field bounded)."""
 
     type: Literal["hello"] = "hello"
-    node: str
-    hostname: str = ""
-    version: str = ""
-    cores: list[int]
-    numa: list[NumaNode] = Field(default_factory=list)
-    memory_total: int
-    gpus: list[GpuInfo] = Field(default_factory=list)
-    backends: list[str] = Field(default_factory=list)
-    images: list[str] = Field(
+    node: NodeName
+    hostname: str = Field(default="", max_length=255)
+    version: str = Field(default="", max_length=64)
+    cores: list[Annotated[int, Field(ge=0, le=MAX_CORE_ID)]] = Field(max_length=MAX_CORES)
+    numa: list[RunnerNuma] = Field(default_factory=list, max_length=MAX_NUMA_ID + 1)
+    memory_total: Memory
+    gpus: list[RunnerGpu] = Field(default_factory=list, max_length=MAX_GPU_INDEX + 1)
+    backends: list[Annotated[str, Field(pattern=BACKEND_PATTERN)]] = Field(
+        default_factory=list, max_length=16
+    )
+    images: list[Annotated[str, Field(max_length=1024)]] = Field(
         default_factory=list, max_length=10_000, description="container images present"
     )
-    tasks: list[TaskReport] = Field(default_factory=list)
+    tasks: list[TaskReport] = Field(default_factory=list, max_length=MAX_TASK_REPORTS)
+
+    @model_validator(mode="after")
+    def _check_shape(self) -> Hello:
+        """Cores and GPU indices unique; NUMA ids unique, their cores the node's, disjoint."""
+        _unique("core ids", self.cores)
+        _unique("GPU indices", [g.index for g in self.gpus])
+        _unique("NUMA node ids", [n.id for n in self.numa])
+        cores = set(self.cores)
+        seen: set[int] = set()
+        for numa in self.numa:
+            for core in numa.cores:
+                if core not in cores or core in seen:
+                    raise ValueError(
+                        f"NUMA node {numa.id} lists core {core}, which is not one of the "
+                        "node's cores or is on another NUMA node"
+                    )
+                seen.add(core)
+        return self
 
 
 class Heartbeat(_Message):
     """Periodic liveness + metrics."""
 
     type: Literal["heartbeat"] = "heartbeat"
-    metrics: NodeMetrics
+    metrics: RunnerMetrics
 
 
 class TaskState(_Message):
@@ -177,8 +295,8 @@ class TaskState(_Message):
     type: Literal["task_state"] = "task_state"
     task_id: SnowflakeID
     state: RunnerTaskState
-    exit_code: int | None = None
-    reason: str | None = None
+    exit_code: ExitCode | None = None
+    reason: Reason = None
     ssh_port: int | None = Field(default=None, ge=1, le=65535, description="VPS: node port")
 
 
@@ -188,7 +306,7 @@ class LogData(_Message):
     type: Literal["log"] = "log"
     task_id: SnowflakeID
     stream: LogStream
-    offset: int = Field(ge=0)
+    offset: int = Field(ge=0, le=MAX_BYTES_COUNT)
     data: str = Field(description="base64 of the raw bytes", max_length=MAX_LOG_CHUNK * 4 // 3 + 8)
 
 
@@ -198,7 +316,7 @@ class Ack(_Message):
     type: Literal["ack"] = "ack"
     order_id: SnowflakeID
     ok: bool = True
-    error: str | None = None
+    error: Reason = None
     result: dict[str, Any] | None = Field(default=None, description="a request's outcome")
 
 

@@ -1,7 +1,8 @@
 """The node registry: what each node has, whether it is alive, and its recent metrics.
 
 Node descriptions live in the ``nodes`` table; liveness and metrics live in memory (a
-heartbeat costs no database write: ``last_heartbeat`` is flushed periodically).
+heartbeat costs no database write: ``last_heartbeat`` is flushed periodically). Metrics
+events are coalesced: subscribers get at most one per node per ``metrics_event_interval``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from traitlets import Float, Integer
 from traitlets.config import LoggingConfigurable
@@ -42,6 +43,8 @@ class NodeState:
     status: NodeStatus
     last_seen: float
     history: deque[NodeMetrics] = field(default_factory=lambda: deque(maxlen=120))
+    last_event: float = 0.0
+    """When a metrics event was last published for this node (monotonic)."""
 
 
 def _shape_of(row: Node, images: frozenset[str] = frozenset()) -> NodeShape:
@@ -79,6 +82,12 @@ class NodeRegistry(LoggingConfigurable):
     history_size = Integer(
         120, config=True, help="Metrics samples kept per node for the charts (in memory)."
     )
+    metrics_event_interval = Float(
+        1.0,
+        config=True,
+        help="Seconds between two metrics events of one node on the live-events socket "
+        "(heartbeats in between are kept in the history, not pushed).",
+    )
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -107,13 +116,16 @@ class NodeRegistry(LoggingConfigurable):
                 history=deque(maxlen=self.history_size),
             )
 
-    def register(self, session: Session, hello: Hello) -> NodeState:
-        """Record a runner's hello (upsert the node row); the node is not online yet."""
+    def register(self, session: Session, hello: Hello, owner: int | None = None) -> NodeState:
+        """Record a runner's hello (upsert the node row, owned by the token ``owner``); the
+        node is not online yet."""
         now = time.time()
         row = session.get(Node, hello.node)
         if row is None:
             row = Node(name=hello.node, registered_at=now)
             session.add(row)
+        if owner is not None:
+            row.token_id = owner
         row.hostname = hello.hostname
         row.cores = list(hello.cores)
         row.numa = [n.model_dump() for n in hello.numa]
@@ -159,12 +171,22 @@ class NodeRegistry(LoggingConfigurable):
         if state is None:
             return
         state.last_seen = time.time()
-        if metrics is not None:
-            state.history.append(metrics)
-            if self.events is not None and self.events.subscribers:
-                self._emit(
-                    {"type": "metrics", "name": name, "metrics": metrics.model_dump(mode="json")}
-                )
+        if metrics is None:
+            return
+        state.history.append(metrics)
+        if self.events is None or not self.events.subscribers:
+            return
+        now = time.monotonic()
+        if now - state.last_event < self.metrics_event_interval:
+            return  # coalesced: a flood of heartbeats is not a flood of events
+        state.last_event = now
+        self._emit({"type": "metrics", "name": name, "metrics": metrics.model_dump(mode="json")})
+
+    def remove(self, session: Session, name: str) -> None:
+        """Forget a node (its row and its in-memory state; the caller commits)."""
+        session.execute(delete(Node).where(Node.name == name))
+        if self._nodes.pop(name, None) is not None:
+            self._emit({"type": "node_removed", "name": name})
 
     def stale(self, now: float | None = None) -> list[str]:
         """Online nodes that missed ``offline_after`` heartbeat intervals."""

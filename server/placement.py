@@ -5,12 +5,16 @@ node, a NUMA node and a backend. :func:`fit_on_node` answers for one node with t
 it does not fit; :func:`choose_node` picks the best node among candidates; and
 :func:`impossible_reason` tells whether a request could ever fit on some node of the cluster
 (used to refuse impossible submits with 400 instead of queueing them forever).
+
+Everything is linear in a node's cores and GPUs (a node may register thousands of cores), and
+:func:`impossible_reason` only counts: O(1) per node, whatever its size.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from kohakuriver_lab.models import format_memory
 
@@ -33,12 +37,22 @@ class NodeShape:
     images: frozenset[str] = frozenset()
     """Container images present on the node (normalized ``repo:tag``)."""
 
+    @cached_property
+    def core_numa(self) -> dict[int, int]:
+        """Core id → its NUMA node (computed once per shape)."""
+        return {core: numa_id for numa_id, cores in self.numa.items() for core in cores}
+
+    @cached_property
+    def gpus_per_numa(self) -> dict[int | None, int]:
+        """NUMA node (``None``: unknown) → how many GPUs it has."""
+        counts: dict[int | None, int] = {}
+        for numa in self.gpus.values():
+            counts[numa] = counts.get(numa, 0) + 1
+        return counts
+
     def numa_of_core(self, core: int) -> int | None:
         """The NUMA node a core belongs to."""
-        for numa_id, cores in self.numa.items():
-            if core in cores:
-                return numa_id
-        return None
+        return self.core_numa.get(core)
 
 
 @dataclass
@@ -130,9 +144,10 @@ def _pick_cores(
 ) -> list[int] | str:
     if req.cores <= 0:
         return []
+    core_numa = shape.core_numa
     free = [c for c in shape.cores if c not in load.cores]
     if req.numa is not None:
-        pool = [c for c in free if c in shape.numa.get(req.numa, ())]
+        pool = [c for c in free if core_numa.get(c) == req.numa]
         if len(pool) < req.cores:
             return (
                 f"needs {req.cores} cores on NUMA node {req.numa}, {len(pool)} free "
@@ -141,12 +156,14 @@ def _pick_cores(
         return pool[: req.cores]
     if len(free) < req.cores:
         return f"needs {req.cores} cores, {len(free)} free of {len(shape.cores)}"
-    if prefer_numa is not None:
-        pool = [c for c in free if c in shape.numa.get(prefer_numa, ())]
-        if len(pool) >= req.cores:
-            return pool[: req.cores]
-    groups = [[c for c in free if c in cores] for cores in shape.numa.values()]
-    fitting = [g for g in groups if len(g) >= req.cores]
+    groups: dict[int, list[int]] = {numa_id: [] for numa_id in shape.numa}
+    for core in free:
+        numa_id = core_numa.get(core)
+        if numa_id is not None:
+            groups[numa_id].append(core)
+    if prefer_numa is not None and len(groups.get(prefer_numa, ())) >= req.cores:
+        return groups[prefer_numa][: req.cores]
+    fitting = [g for g in groups.values() if len(g) >= req.cores]
     if fitting:
         return max(fitting, key=len)[: req.cores]  # keep the task on one NUMA node
     return free[: req.cores]
@@ -228,16 +245,57 @@ def choose_node(req: Request, candidates: Sequence[tuple[NodeShape, NodeLoad]]) 
     return f"waiting for resources: {shown}"
 
 
+def never_fits(req: Request, shape: NodeShape) -> str | None:
+    """Why ``req`` cannot fit on ``shape`` even when the node is idle, or ``None``: counts
+    only (O(1) plus the GPU indices asked for), no cores are picked."""
+    if req.backend and req.backend not in shape.backends:
+        return f"has no '{req.backend}' backend (has: {', '.join(sorted(shape.backends))})"
+    if req.numa is not None and req.numa not in shape.numa:
+        return f"has no NUMA node {req.numa} (has: {', '.join(map(str, sorted(shape.numa)))})"
+    if req.memory and req.memory > shape.memory_total:
+        return (
+            f"needs {format_memory(req.memory)} memory, {format_memory(shape.memory_total)}"
+            f" free of {format_memory(shape.memory_total)}"
+        )
+    if req.gpu_indices:
+        missing = [g for g in req.gpu_indices if g not in shape.gpus]
+        if missing:
+            return f"has no GPU {', '.join(map(str, missing))} (GPUs: {_gpu_list(shape)})"
+        if req.numa is not None:
+            wrong = [g for g in req.gpu_indices if shape.gpus[g] not in (None, req.numa)]
+            if wrong:
+                return f"GPU {', '.join(map(str, wrong))} is not on NUMA node {req.numa}"
+    elif req.gpu_count > 0:
+        counts = shape.gpus_per_numa
+        usable = len(shape.gpus)
+        if req.numa is not None:
+            usable = counts.get(req.numa, 0) + counts.get(None, 0)
+        if usable < req.gpu_count:
+            where = f" on NUMA node {req.numa}" if req.numa is not None else ""
+            return f"needs {req.gpu_count} GPUs{where}, {usable} free of {len(shape.gpus)}"
+    total = len(shape.cores)
+    if req.numa is not None:
+        on_numa = len(shape.numa.get(req.numa, ()))
+        if req.cores > on_numa:
+            return f"needs {req.cores} cores on NUMA node {req.numa}, {on_numa} free of {on_numa}"
+    elif req.cores > total:
+        return f"needs {req.cores} cores, {total} free of {total}"
+    return None
+
+
 def impossible_reason(req: Request, shapes: Iterable[NodeShape]) -> str | None:
-    """Why ``req`` can never run on any known node (even an idle one), or ``None``."""
+    """Why ``req`` can never run on any known node (even an idle one), or ``None``.
+
+    O(1) per node (:func:`never_fits`): a submit costs no core picking, however many cores
+    the registered nodes claim."""
     reasons = []
     for shape in shapes:
         if req.node is not None and shape.name != req.node:
             continue
-        fit = fit_on_node(req, shape, NodeLoad())
-        if not isinstance(fit, str):
+        why = never_fits(req, shape)
+        if why is None:
             return None
-        reasons.append(f"{shape.name} {fit}")
+        reasons.append(f"{shape.name} {why}")
     if not reasons:
         return None
     return "no node can ever run this task: " + "; ".join(reasons[:4])

@@ -143,3 +143,15 @@ def runner_token(services: Any) -> str:
 
     info = services.tokens.create(RunnerTokenCreate(name="test"), created_by="test")
     return str(info.token)
+
+
+@pytest.fixture
+def make_runner_token(services: Any) -> Callable[..., str]:
+    """Make more runner tokens: a token binds to the first node name it says hello as."""
+    from kohakuriver_lab.models import RunnerTokenCreate
+
+    def make(name: str = "test", node: str | None = None) -> str:
+        info = services.tokens.create(RunnerTokenCreate(name=name, node=node), created_by="test")
+        return str(info.token)
+
+    return make

@@ -266,6 +266,7 @@ class RunnerSocketHandler(websocket.WebSocketHandler):
     node: str | None = None
     token_id: int = 0
     token_node: str | None = None
+    address: str | None = None
 
     @property
     def services(self) -> ClusterServices:
@@ -289,11 +290,13 @@ class RunnerSocketHandler(websocket.WebSocketHandler):
             raise web.HTTPError(403, "invalid or revoked runner token")
         self.token_id = row.token_id
         self.token_node = row.node
+        self.address = self.request.remote_ip
         await super().get(*args, **kwargs)
 
-    def on_message(self, message: str | bytes) -> None:
-        """Hand the frame to the gateway."""
-        self.services.gateway.handle(self, message)
+    async def on_message(self, message: str | bytes) -> None:
+        """Hand the frame to the gateway (which may wait: the runner's next frame is read
+        after this returns, so a runner over its message rate is slowed down)."""
+        await self.services.gateway.receive(self, message)
 
     def on_close(self) -> None:
         """Tell the gateway."""

@@ -96,10 +96,10 @@ async def test_impossible_requests_are_refused(api: Any, host_url: str, runner_t
 
 
 async def test_submit_batch_runs_and_records_events(
-    api: Any, host_url: str, runner_token: str
+    api: Any, host_url: str, runner_token: str, make_runner_token: Any
 ) -> None:
     a = await FakeRunner(host_url, runner_token, "node-a", output=b"out\n").connect()
-    b = await FakeRunner(host_url, runner_token, "node-b").connect()
+    b = await FakeRunner(host_url, make_runner_token(), "node-b").connect()
     try:
         result = await api.post(
             "tasks",
@@ -487,10 +487,12 @@ async def test_new_small_task_backfills_past_a_waiting_one(
         await runner.close()
 
 
-async def test_image_tasks_go_to_docker_nodes(api: Any, host_url: str, runner_token: str) -> None:
+async def test_image_tasks_go_to_docker_nodes(
+    api: Any, host_url: str, runner_token: str, make_runner_token: Any
+) -> None:
     plain = await FakeRunner(host_url, runner_token, "plain").connect()
     docker = await FakeRunner(
-        host_url, runner_token, "dock", backends=("docker", "local")
+        host_url, make_runner_token(), "dock", backends=("docker", "local")
     ).connect()
     try:
         body = {"command": ["python", "-V"], "image": "kohakuriver/py:3.11"}
@@ -543,11 +545,11 @@ async def test_type_filter_and_total(api: Any) -> None:
 
 
 async def test_image_tasks_prefer_nodes_that_have_the_image(
-    api: Any, host_url: str, runner_token: str
+    api: Any, host_url: str, runner_token: str, make_runner_token: Any
 ) -> None:
     big = await FakeRunner(host_url, runner_token, "big", cores=16, backends=("docker",)).connect()
     small = await FakeRunner(
-        host_url, runner_token, "small", cores=2, backends=("docker",), images=("lab/torch",)
+        host_url, make_runner_token(), "small", cores=2, backends=("docker",), images=("lab/torch",)
     ).connect()
     try:
         assert (await api.get("nodes/small"))["images"] == ["lab/torch:latest"]

@@ -150,10 +150,12 @@ async def test_malformed_messages_are_refused_and_host_survives(
 
 
 async def test_runner_cannot_report_on_another_nodes_task(
-    api: Any, host_url: str, runner_token: str
+    api: Any, host_url: str, runner_token: str, make_runner_token: Any
 ) -> None:
     owner = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
-    intruder = await FakeRunner(host_url, runner_token, "node-b", auto_finish=False).connect()
+    intruder = await FakeRunner(
+        host_url, make_runner_token(), "node-b", auto_finish=False
+    ).connect()
     try:
         body = {"command": ["sleep", "9"], "targets": ["node-a"]}
         task_id = (await api.post("tasks", body, expect=201))["task_ids"][0]
@@ -210,13 +212,13 @@ async def test_oversized_message_closes_the_socket(host_url: str, runner_token: 
         assert info.value.rcvd is not None and info.value.rcvd.code == 1009
 
 
-async def test_second_runner_with_the_same_name_is_refused(
-    api: Any, host_url: str, runner_token: str
+async def test_second_runner_with_the_same_name_and_another_token_is_refused(
+    api: Any, host_url: str, runner_token: str, make_runner_token: Any
 ) -> None:
     first = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
     try:
-        with pytest.raises(AssertionError, match="already connected"):
-            await FakeRunner(host_url, runner_token, "node-a").connect()
+        with pytest.raises(AssertionError, match="belongs to another runner token"):
+            await FakeRunner(host_url, make_runner_token(), "node-a").connect()
         task_id = await start_running(api, first)  # the first one is undisturbed
         assert int(task_id) in first.started
     finally:
