@@ -1,4 +1,5 @@
-"""Per-task bind mounts: only node directories an admin allowed, never more access than allowed."""
+"""Per-task bind mounts: only node directories an admin allowed, never more access than allowed,
+and never the Docker socket, the daemon's data or the host's data dir (``kohakuriver_lab/protected_paths.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from traitlets.config import LoggingConfigurable
 
 from kohakuriver_lab.errors import InvalidRequest
 from kohakuriver_lab.models import parse_mount_spec
+from kohakuriver_lab.protected_paths import ALWAYS_PROTECTED, exposed
 
 FORBIDDEN_TARGETS = ("/", "/proc", "/sys", "/dev", "/etc", "/usr", "/bin", "/sbin", "/lib")
 """Container paths a mount may not cover (they would break or subvert the container)."""
@@ -29,6 +31,27 @@ class MountPolicy(LoggingConfigurable):
         "['/data/datasets:ro', '/scratch']. A ':ro' entry allows read-only mounts only. "
         "Empty: tasks may not add mounts (the runner's own 'mounts' option still applies).",
     )
+
+    protected_paths = List(
+        Unicode(),
+        default_value=[],
+        config=True,
+        help="More node paths no task may mount, whatever allowed_mounts says (always refused: "
+        "the Docker socket, /var/lib/docker, containerd's dirs and the host's data_dir). Add a "
+        "Docker data root moved elsewhere or runners' state dirs here.",
+    )
+
+    def protected(self) -> list[str]:
+        """Every refused source: the built-in list, ``protected_paths``, the host's data dir."""
+        paths = [*ALWAYS_PROTECTED, *self.protected_paths]
+        parent = self.parent
+        while parent is not None:  # ClusterHostApp, through the services that made this
+            data_dir = getattr(parent, "data_dir", None)
+            if isinstance(data_dir, str) and data_dir:
+                paths.append(data_dir)
+                break
+            parent = getattr(parent, "parent", None)
+        return paths
 
     def _rules(self) -> list[tuple[str, bool]]:
         rules = []
@@ -52,4 +75,10 @@ class MountPolicy(LoggingConfigurable):
             raise InvalidRequest(f"mount {text!r}: {source} is not allowed (allowed: {allowed})")
         if not read_only and all(matching):
             raise InvalidRequest(f"mount {text!r}: {source} may only be mounted read-only (:ro)")
+        hit = exposed(source, self.protected())
+        if hit is not None:
+            raise InvalidRequest(
+                f"mount {text!r}: {source} would expose {hit} (the Docker socket, the daemon's "
+                "data or the host's data are never mounted into tasks)"
+            )
         return f"{source}:{target}:{'ro' if read_only else 'rw'}"

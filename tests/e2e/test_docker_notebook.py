@@ -2,9 +2,9 @@
 ``kohakuriver-test/notebook`` image of ``.ci/images.sh`` (papermill, ipykernel and
 kohakuriver_lab inside), driven through the REST client.
 
-The job's ``KOHAKURIVER_URL`` is the runner's ``--host-url`` (loopback here), so the runner
-runs containers with ``network_mode: host``. Skips without dockerd or the image, fails under
-KOHAKURIVER_REQUIRE_INTEGRATION=1.
+The runner's ``--host-url`` is loopback here: the containers stay on Docker's bridge and reach
+the host through the runner's job relay (job routes only; docs/docker.md). Skips without
+dockerd or the image, fails under KOHAKURIVER_REQUIRE_INTEGRATION=1.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180
 
 NOTEBOOK_IMAGE = "kohakuriver-test/notebook:latest"
 BUSYBOX = "kohakuriver-test/busybox:latest"  # no python at all
-HOST_NETWORK = '--RunnerApp.backend_options={"docker": {"network_mode": "host"}}'
 
 
 def notebook(*sources: str, parameters: str | None = None) -> dict[str, Any]:
@@ -75,7 +74,7 @@ def stack(
 ) -> Iterator[tuple[HostProcess, Client]]:
     host = make_host(heartbeat=0.5)
     name = f"nbdock{os.getpid()}"
-    make_runner(host, host.runner_token(name), name, [HOST_NETWORK], backend="docker")
+    make_runner(host, host.runner_token(name), name, backend="docker")
     with host.client() as client:
         wait_node(client, name, "online")
         yield host, client

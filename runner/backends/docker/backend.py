@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from kohakuriver_lab.protected_paths import ALWAYS_PROTECTED, exposed
 from kohakuriver_lab.protocol import (
     EnvCommit,
     EnvCreate,
@@ -46,6 +47,7 @@ from kohakuriver_lab.runner.backends.docker.errors import (
     ImageNotFoundError,
 )
 from kohakuriver_lab.runner.backends.docker.options import DockerOptions
+from kohakuriver_lab.runner.backends.docker.relay import JobRelay, is_loopback_url
 from kohakuriver_lab.runner.backends.docker.transfer import ImageTransfer
 from kohakuriver_lab.runner.backends.docker.vps import (
     AUTHORIZED_KEYS,
@@ -72,7 +74,14 @@ class DockerBackend(TaskDirBackend):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.docker_options = DockerOptions.parse(self.options)
-        self.engine = Engine(self.docker_options)
+        protected = [str(self.state_dir), *self.docker_options.protected_paths]
+        for source in self.docker_options.mounts:  # the daemon's own paths: at create
+            hit = exposed(source, [*ALWAYS_PROTECTED, *protected])
+            if hit is not None:
+                raise ValueError(f"docker option 'mounts': {source} would expose {hit}")
+        self.engine = Engine(self.docker_options, protected=[str(self.state_dir)])
+        self._relay: JobRelay | None = None
+        self._host_ssl: Any = None
         self.transfer = ImageTransfer(self.engine, self.state_dir / "tmp", self.log)
         self.environments = EnvironmentContainers(
             self.engine, self.transfer, self.docker_options, self.node
@@ -123,6 +132,8 @@ class DockerBackend(TaskDirBackend):
         self.log.info("docker: recovered %d task(s) in %s", len(self._task_ids()), self.tasks_dir)
 
     async def close(self) -> None:
+        if self._relay is not None:
+            await self._relay.close()
         for watch in self._watches.values():
             watch.close()
         self._watches.clear()
@@ -136,6 +147,7 @@ class DockerBackend(TaskDirBackend):
     def link_host(self, host: HostLink) -> None:
         super().link_host(host)
         self.transfer.host = host
+        self._host_ssl = host.ssl_context
 
     async def prepare(self, spec: TaskSpec) -> None:
         """Download the task's environment image from the host when it is missing here."""
@@ -155,7 +167,8 @@ class DockerBackend(TaskDirBackend):
         self._loop = asyncio.get_running_loop()
         self._starting.add(task_id)
         try:
-            await self._call(self._start_sync, spec, path)
+            host_url = await self._container_host_url()
+            await self._call(self._start_sync, spec, path, host_url)
         except (DockerError, OSError) as exc:
             message = exc.message if isinstance(exc, DockerError) else f"cannot start: {exc}"
             exit_code = await self._discard_failed(task_id)
@@ -168,7 +181,31 @@ class DockerBackend(TaskDirBackend):
         self._watch(task_id, paused=False)
         self.events.put_nowait(TaskEvent(task_id, "running", ssh_port=self._ssh_port(task_id)))
 
-    def _start_sync(self, spec: TaskSpec, path: Path) -> None:
+    async def _container_host_url(self) -> str | None:
+        """The host URL as containers reach it: a loopback ``host_url`` through the relay.
+
+        With ``network_mode`` ``host`` (or ``job_relay`` off) it is ``host_url`` itself:
+        then the container shares the node's loopback (docs/docker.md says what that
+        exposes)."""
+        host_url = self.options.get("host_url")
+        if not host_url:
+            return None
+        host_url = str(host_url)
+        mode = self.docker_options.network_mode or "bridge"
+        if not self.docker_options.job_relay or not is_loopback_url(host_url):
+            return host_url
+        if mode in ("host", "none") or ":" in mode:  # container:<id>: its network decides
+            return host_url
+        if self._relay is None:
+            self._relay = JobRelay(
+                host_url, self.state_dir / "relay.json", self._host_ssl, self.log
+            )
+        if self._relay.url is None:
+            gateway = await self._call(self.engine.network_gateway, mode)
+            await self._relay.start(gateway)
+        return self._relay.url
+
+    def _start_sync(self, spec: TaskSpec, path: Path, host_url: str | None) -> None:
         path.mkdir(parents=True)
         data = spec.model_dump(mode="json")
         data["node"] = self.node
@@ -191,7 +228,7 @@ class DockerBackend(TaskDirBackend):
             image=image,
             command=VPS_COMMAND if vps is not None else list(spec.command),
             labels=labels(spec.task_id, spec.task_type, self.node),
-            env=self._env(spec),
+            env=self._env(spec, host_url),
             workdir=spec.workdir,
             cores=list(spec.cores),
             numa=spec.numa,
@@ -200,6 +237,7 @@ class DockerBackend(TaskDirBackend):
             mounts=[(m.source, m.target, m.read_only) for m in spec.mounts],
             ports={SSH_PORT: (self.docker_options.ssh_address, None)} if vps else None,
             hostname=name if vps else None,
+            kind="vps" if vps is not None else "command",
         )
         if vps is not None:
             self.engine.put_file(name, AUTHORIZED_KEYS, authorized_keys(vps.ssh_public_keys))
@@ -208,14 +246,13 @@ class DockerBackend(TaskDirBackend):
             port = self.engine.host_port(name, SSH_PORT)
             taskdir.write_json_atomic(path / taskdir.VPS, {"ssh_port": port, "image": image})
 
-    def _env(self, spec: TaskSpec) -> dict[str, str]:
+    def _env(self, spec: TaskSpec, host_url: str | None = None) -> dict[str, str]:
         """User env plus ours; the runner's own environment (token included) never enters."""
         env = dict(spec.env)
         env["KOHAKURIVER_TASK_ID"] = str(spec.task_id)
         env["KOHAKURIVER_NODE"] = self.node
-        host_url = self.options.get("host_url")
-        if host_url:  # as the runner reaches the host: a loopback URL needs network_mode "host"
-            env["KOHAKURIVER_URL"] = str(host_url)
+        if host_url:  # the host as the container reaches it (the relay for a loopback one)
+            env["KOHAKURIVER_URL"] = host_url
         if spec.gpus:
             # The device request exposes exactly these GPUs, renumbered from 0 inside.
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(len(spec.gpus)))

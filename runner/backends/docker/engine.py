@@ -20,6 +20,7 @@ import docker.errors
 import docker.types
 import docker.utils
 
+from kohakuriver_lab.runner.backends.docker.confine import Kind, check_mounts, host_config_args
 from kohakuriver_lab.runner.backends.docker.errors import (
     ContainerCreationError,
     ContainerExecutionError,
@@ -114,10 +115,12 @@ def _explain(exc: docker.errors.APIError) -> str:
 class Engine:
     """A thread-safe wrapper of one low-level ``docker.APIClient``, created on first use."""
 
-    def __init__(self, options: DockerOptions) -> None:
+    def __init__(self, options: DockerOptions, protected: Sequence[str] = ()) -> None:
         self.options = options
         self._api: Any = None
         self._lock = threading.Lock()
+        self._protected = [*protected, *options.protected_paths]
+        self._daemon_paths: list[str] | None = None
 
     @property
     def api(self) -> Any:
@@ -137,6 +140,20 @@ class Engine:
             if self._api is not None:
                 self._api.close()
                 self._api = None
+
+    def protected_paths(self) -> list[str]:
+        """Paths no container may mount: ours, the daemon's socket and data root."""
+        if self._daemon_paths is None:
+            paths = []
+            base = self.options.base_url or os.environ.get("DOCKER_HOST", "")
+            if base.startswith("unix://"):
+                paths.append(base[len("unix://") :])
+            with translate("asking Docker for its data root"):
+                root = self.api.info().get("DockerRootDir")
+            if isinstance(root, str) and root.startswith("/"):
+                paths.append(root)
+            self._daemon_paths = paths
+        return [*self._protected, *self._daemon_paths]
 
     # ----- images -----
 
@@ -293,6 +310,16 @@ class Engine:
         with translate(f"pulling image {image}", ImageNotFoundError):
             self.api.pull(repository, tag=tag or "latest")
 
+    def network_gateway(self, network: str) -> str:
+        """The gateway address of a Docker network (the node's address on it)."""
+        with translate(f"inspecting network {network}"):
+            info = self.api.inspect_network(network)
+        for config in (info.get("IPAM") or {}).get("Config") or []:
+            gateway = config.get("Gateway")
+            if isinstance(gateway, str) and gateway:
+                return gateway.split("/")[0]
+        raise DockerError(f"network {network} has no gateway address for the job relay")
+
     # ----- containers -----
 
     def create(
@@ -311,11 +338,15 @@ class Engine:
         mounts: Sequence[tuple[str, str, bool]] = (),
         ports: dict[int, tuple[str, None]] | None = None,
         hostname: str | None = None,
+        kind: Kind = "command",
+        network_mode: str | None = None,
     ) -> str:
-        """Create (not start) a task container; returns its id.
+        """Create (not start) a container, confined for its ``kind`` (``confine.py``); its id.
 
-        ``mounts`` add to the configured ones as ``(node path, container path, read_only)``;
-        ``ports`` publish container ports on a node address (a free port is chosen)."""
+        ``mounts`` add to the configured ones as ``(node path, container path, read_only)``
+        (every source is re-checked against :meth:`protected_paths`); ``ports`` publish
+        container ports on a node address (a free port is chosen); ``network_mode``
+        overrides the configured one."""
         opts = self.options
         device_requests = None
         if gpus:
@@ -325,6 +356,7 @@ class Engine:
         binds = opts.binds()
         for source, target, read_only in mounts:
             binds[source] = {"bind": target, "mode": "ro" if read_only else "rw"}
+        check_mounts(binds, self.protected_paths())
         with translate(f"creating container {name}", ContainerCreationError):
             host_config = self.api.create_host_config(
                 cpuset_cpus=",".join(str(c) for c in cores) if cores else None,
@@ -337,9 +369,10 @@ class Engine:
                 device_requests=device_requests,
                 binds=binds or None,
                 port_bindings=ports or None,
-                network_mode=opts.network_mode,
+                network_mode=network_mode or opts.network_mode,
                 init=opts.init or None,
                 log_config=log_config,
+                **host_config_args(kind, opts.pids_limit),
             )
             created = self.api.create_container(
                 image,

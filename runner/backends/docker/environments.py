@@ -65,6 +65,7 @@ class EnvironmentContainers:
             numa=None,
             memory=None,
             gpus=[],
+            kind="environment",
         )
         self.engine.start(name)
         return {"container": name, "existed": False}

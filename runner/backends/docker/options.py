@@ -23,6 +23,11 @@ class DockerOptions:
       which a restarted runner replays to resume the task's log files
     - ``ssh_address``: the node address VPS SSH ports are published on (default ``0.0.0.0``)
     - ``snapshot_keep``: VPS snapshots kept per VPS, newest first (default 3; 0 keeps all)
+    - ``pids_limit``: processes and threads per container (default 4096; 0: no limit)
+    - ``protected_paths``: more node paths no container may mount (the Docker socket, the
+      daemon's data root and the runner's state dir always are refused)
+    - ``job_relay``: notebook jobs on a loopback ``host_url`` reach the host through a relay
+      of the job routes only (default ``True``; see ``relay.py``)
     """
 
     base_url: str | None = None
@@ -35,6 +40,9 @@ class DockerOptions:
     log_options: dict[str, str] = field(default_factory=dict)
     ssh_address: str = "0.0.0.0"
     snapshot_keep: int = 3
+    pids_limit: int = 4096
+    protected_paths: tuple[str, ...] = ()
+    job_relay: bool = True
 
     @classmethod
     def parse(cls, options: dict[str, Any]) -> DockerOptions:
@@ -45,6 +53,11 @@ class DockerOptions:
             raise ValueError("docker option 'mounts' must be a dict {host_path: 'path[:mode]'}")
         for host, target in raw_mounts.items():
             mounts[str(host)] = _parse_mount(str(host), target)
+        protected = options.get("protected_paths") or []
+        if not isinstance(protected, list) or not all(
+            isinstance(p, str) and posixpath.isabs(p) for p in protected
+        ):
+            raise ValueError("docker option 'protected_paths' must be a list of absolute paths")
         log_options = options.get("log_options") or {}
         if not isinstance(log_options, dict):
             raise ValueError("docker option 'log_options' must be a dict")
@@ -59,6 +72,9 @@ class DockerOptions:
             log_options={str(k): str(v) for k, v in log_options.items()},
             ssh_address=_opt_str(options, "ssh_address") or "0.0.0.0",
             snapshot_keep=_int(options, "snapshot_keep", 3),
+            pids_limit=_int(options, "pids_limit", 4096),
+            protected_paths=tuple(protected),
+            job_relay=_bool(options, "job_relay", True),
         )
 
     def binds(self) -> dict[str, dict[str, str]]:
