@@ -33,6 +33,7 @@ import httpx
 
 from kohakuriver_lab import _http as api
 from kohakuriver_lab._http import Call, check_response
+from kohakuriver_lab.errors import TooLarge
 
 T = TypeVar("T")
 log = logging.getLogger("kohakuriver_lab.nbjob")
@@ -546,7 +547,11 @@ def _execute(
                 if error is None and os.path.exists(out_path)
                 else _dump(result_nb)
             )
-            link.put_artifact("output.ipynb", data)
+            try:
+                link.put_artifact("output.ipynb", data)
+            except TooLarge as exc:  # over an artifact limit: the task's reason says which
+                error = f"output.ipynb was not stored: {exc.message}"
+                raise
             trace("output uploaded")
     finally:
         reporter.finish(done, total, cell, error)
