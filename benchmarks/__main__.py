@@ -16,6 +16,7 @@ from types import FrameType, ModuleType
 from typing import Any
 
 from . import (
+    confinement,
     docker_overhead,
     heartbeat_cpu,
     host_rss,
@@ -32,6 +33,7 @@ MODULES: list[ModuleType] = [
     throughput,
     local_backend,
     local_throughput,
+    confinement,
     docker_overhead,
     heartbeat_cpu,
     host_rss,

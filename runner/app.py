@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from traitlets import Bool, Dict, Float, Unicode, default
+from traitlets import Bool, Dict, Float, List, Unicode, default
 from traitlets.config import Application
 
 import kohakuriver_lab
@@ -84,6 +84,38 @@ class RunnerApp(Application):
         help="Where task state and logs are kept (default: "
         "$XDG_DATA_HOME/kohakuriver/runner/{name}, i.e. ~/.local/share/...)."
     ).tag(config=True)
+    # ----- how the local backend confines tasks (docs/security.md) -----
+    task_user = Unicode(
+        "auto",
+        help="Unix identity of local tasks: 'dynamic' (a uid per cluster user from uid_range), "
+        "'mapped' (user_map / map_same_name accounts), 'runner' (the runner's own user: "
+        "single-user nodes only), 'auto' (dynamic when the runner is root, else runner).",
+    ).tag(config=True)
+    user_map = Dict(
+        value_trait=Unicode(), help="task_user='mapped': cluster user → Unix account."
+    ).tag(config=True)
+    map_same_name = Bool(
+        False,
+        help="task_user='mapped': a cluster user without a user_map entry runs as the "
+        "Unix account of the same name.",
+    ).tag(config=True)
+    uid_range = Unicode(
+        "61184-65519", help="task_user='dynamic': uids handed to cluster users (FIRST-LAST)."
+    ).tag(config=True)
+    allowed_workdirs = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        help="Node directories a local task may name as workdir (default: anywhere for "
+        "task_user 'runner', the account's home for 'mapped', none for 'dynamic'; the task's "
+        "own directory always). Command line: repeat --RunnerApp.allowed_workdirs=PATH.",
+    ).tag(config=True)
+    hidden_paths = List(
+        Unicode(),
+        help="Node directories that tasks of the local backend never see (the runner's state "
+        "dir and, for a root runner, root's home always are; the embedded runner adds the "
+        "host's data dir). Command line: repeat --RunnerApp.hidden_paths=PATH.",
+    ).tag(config=True)
     reconnect_max_delay = Float(30.0, help="Longest wait between reconnect attempts (s).").tag(
         config=True
     )
@@ -112,6 +144,24 @@ class RunnerApp(Application):
             self.load_config_file("kohakuriver_runner_config.py", path=_config_dirs())
         self.update_config(cl_config)  # the command line wins over files
 
+    def _backend_options(self) -> dict[str, Any]:
+        """``backend_options`` over the confinement traits (hidden paths add up)."""
+        options: dict[str, Any] = {
+            "host_url": self.host_url,
+            "task_user": self.task_user,
+            "user_map": dict(self.user_map),
+            "map_same_name": self.map_same_name,
+            "uid_range": self.uid_range,
+        }
+        if self.allowed_workdirs is not None:
+            options["allowed_workdirs"] = list(self.allowed_workdirs)
+        options.update(self.backend_options)
+        options["hidden_paths"] = [
+            *self.hidden_paths,
+            *self.backend_options.get("hidden_paths", []),
+        ]
+        return options
+
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=self.ca_file or None)
         if not self.verify_tls:
@@ -132,7 +182,7 @@ class RunnerApp(Application):
             state_dir=state_dir,
             node=self.node_name,
             log=self.log,
-            options={"host_url": self.host_url, **self.backend_options},
+            options=self._backend_options(),
         )
         https = self.host_url.startswith("https:")
         backend.link_host(

@@ -18,7 +18,7 @@ log = logging.getLogger("kohakuriver.runner.cgroups")
 
 PROC_CGROUP = Path("/proc/self/cgroup")
 PROC_MOUNTS = Path("/proc/self/mounts")
-V1_CONTROLLERS = ("memory", "freezer")
+V1_CONTROLLERS = ("memory", "freezer", "cpuset")
 
 # ===== Discovery =====
 
@@ -71,6 +71,25 @@ def _read(path: Path) -> str:
         return fh.read()
 
 
+def _expand(ranges: str) -> list[str]:
+    """``"0-2,5"`` → ``["0", "1", "2", "5"]``."""
+    out: list[str] = []
+    for part in ranges.strip().split(","):
+        if "-" in part:
+            low, high = part.split("-", 1)
+            out.extend(str(i) for i in range(int(low), int(high) + 1))
+        elif part:
+            out.append(part)
+    return out
+
+
+def _inherit_cpuset(path: Path) -> None:
+    """A new v1 cpuset cgroup starts with no cpus and mems: copy its parent's."""
+    for key in ("cpuset.cpus", "cpuset.mems"):
+        if not _read(path / key).strip():
+            _write(path / key, _read(path.parent / key).strip())
+
+
 # ===== Task cgroups =====
 
 
@@ -85,19 +104,32 @@ class TaskCgroups:
     # ----- creation -----
 
     @classmethod
-    def create(cls, name: str, memory: int | None) -> TaskCgroups:
-        """Create the task's cgroups; falls back to ``version 0`` (no cgroup) with a note."""
+    def create(
+        cls,
+        name: str,
+        memory: int | None,
+        cores: list[int] | None = None,
+        numa: int | None = None,
+    ) -> TaskCgroups:
+        """Create the task's cgroups; falls back to ``version 0`` (no cgroup) with a note.
+
+        With ``cores``, a cpuset cgroup confines the task to them: unlike CPU affinity, the
+        task cannot widen it (``sched_setaffinity`` is intersected with the cpuset)."""
         v1_mounts, v2_mount = _mounts()
         own = _own_paths()
         notes: list[str] = []
         if "memory" in v1_mounts:
             paths: dict[str, Path] = {}
             for ctrl in V1_CONTROLLERS:
-                if ctrl not in v1_mounts or ctrl not in own:
+                if ctrl not in v1_mounts or ctrl not in own or (ctrl == "cpuset" and not cores):
                     continue
-                path = v1_mounts[ctrl] / own[ctrl].lstrip("/") / "kohakuriver" / name
+                base = v1_mounts[ctrl] / own[ctrl].lstrip("/") / "kohakuriver"
+                path = base / name
                 try:
-                    path.mkdir(parents=True, exist_ok=True)
+                    base.mkdir(parents=True, exist_ok=True)
+                    if ctrl == "cpuset":
+                        _inherit_cpuset(base)
+                    path.mkdir(exist_ok=True)
                     paths[ctrl] = path
                 except OSError as exc:
                     notes.append(f"cannot create {ctrl} cgroup {path}: {exc.strerror}")
@@ -105,10 +137,13 @@ class TaskCgroups:
             if "memory" in paths:
                 try:
                     group._limit_v1(memory)
-                    return group
                 except OSError as exc:
                     notes.append(f"cannot set memory limit: {exc.strerror}")
                     group.remove()
+                else:
+                    if "cpuset" in paths and cores:
+                        group._pin_v1(cores, numa)
+                    return group
             elif paths:
                 group.remove()
         if v2_mount is not None and "" in own:
@@ -128,6 +163,23 @@ class TaskCgroups:
                 _write(memsw, str(memory))
             except OSError as exc:
                 self.notes.append(f"cannot limit swap: {exc.strerror}")
+
+    def _pin_v1(self, cores: list[int], numa: int | None) -> None:
+        """Confine to ``cores``; without a usable cpuset, affinity alone pins (with a note)."""
+        path = self.paths["cpuset"]
+        try:
+            mems = _read(path.parent / "cpuset.mems").strip()
+            if numa is not None and str(numa) in _expand(mems):
+                mems = str(numa)
+            _write(path / "cpuset.mems", mems)  # before cpus: an empty cpuset admits no task
+            _write(path / "cpuset.cpus", ",".join(str(c) for c in sorted(set(cores))))
+        except (OSError, ValueError) as exc:
+            self.notes.append(f"cores pinned by affinity only (cpuset: {exc})")
+            del self.paths["cpuset"]
+            try:
+                path.rmdir()
+            except OSError:
+                pass
 
     @classmethod
     def _create_v2(

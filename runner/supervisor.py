@@ -10,31 +10,42 @@ so tasks survive a runner restart.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
-import resource
 import select
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from kohakuriver_lab.runner import taskdir
+from kohakuriver_lab.runner import sandbox, taskdir
 from kohakuriver_lab.runner.cgroups import TaskCgroups
 
 log = logging.getLogger("kohakuriver.supervisor")
 
 SECRET_ENV_PREFIX = "KOHAKURIVER_"
+DEFAULT_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # ===== Set-up =====
 
 
 def build_env(spec: dict[str, Any]) -> dict[str, str]:
-    """Runner env minus ``KOHAKURIVER_*`` secrets, plus the user's env and the task variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}
+    """The task's environment: only the variables in ``pass_env`` from the runner (never the
+    host's or runner's own, e.g. ``JUPYTER_*`` or ``KOHAKURIVER_*``), the user's env, the
+    identity's ``HOME``/``USER`` and the task variables."""
+    env = {k: os.environ[k] for k in spec.get("pass_env", DEFAULT_PASS_ENV) if k in os.environ}
+    env.setdefault("PATH", DEFAULT_PATH)
+    for key in [k for k in env if k.startswith(SECRET_ENV_PREFIX)]:
+        del env[key]
+    user = spec.get("user") or {}
+    if user.get("home"):
+        env["HOME"] = str(user["home"])
+    if user.get("name"):
+        env["USER"] = env["LOGNAME"] = str(user["name"])
     env.update({str(k): str(v) for k, v in dict(spec.get("env") or {}).items()})
     env["KOHAKURIVER_TASK_ID"] = str(spec["task_id"])
     env["KOHAKURIVER_NODE"] = str(spec.get("node") or "")
@@ -44,22 +55,15 @@ def build_env(spec: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def _preexec(cgroups: TaskCgroups, cores: list[int], rlimit_as: int | None) -> Any:
-    def run() -> None:  # runs in the forked child, before exec
-        cgroups.join()
-        if cores:
-            os.sched_setaffinity(0, cores)
-        if rlimit_as is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (rlimit_as, rlimit_as))
-
-    return run
-
-
 def _start_error(exc: BaseException, program: str) -> tuple[int, str]:
-    if isinstance(exc, FileNotFoundError):
-        return 127, f"command not found: {program}"
-    if isinstance(exc, PermissionError):
-        return 126, f"permission denied: {program}"
+    if isinstance(exc, sandbox.ExecFailed):
+        if exc.errno == errno.ENOENT:
+            return 127, f"command not found: {program}"
+        if exc.errno == errno.EACCES:
+            return 126, f"permission denied: {program}"
+        return 126, f"cannot start {program}: {exc.strerror or exc}"
+    if isinstance(exc, sandbox.SandboxError):
+        return 126, f"cannot confine the task: {exc}"
     if isinstance(exc, OSError):
         return 126, f"cannot start {program}: {exc.strerror or exc}"
     return 126, f"cannot start {program}: {exc}"
@@ -102,11 +106,12 @@ class Supervisor:
             return self._fail(None, "spec.json missing or unreadable", None)
         started = time.time()
         memory = spec.get("memory")
+        cores = [int(c) for c in spec.get("cores") or []]
         if spec.get("use_cgroups", True):
-            cgroups = TaskCgroups.create(f"task-{spec['task_id']}", memory)
+            cgroups = TaskCgroups.create(f"task-{spec['task_id']}", memory, cores, spec.get("numa"))
         else:
             cgroups = TaskCgroups(0, {}, ["cgroups turned off (use_cgroups=False)"])
-        notes = list(cgroups.notes)
+        notes = list(cgroups.notes) + list(spec.get("notes") or [])
         rlimit_as = None
         if memory is not None and not cgroups.memory_limited:
             rlimit_as = int(memory)
@@ -115,25 +120,24 @@ class Supervisor:
         taskdir.write_json_atomic(self.dir / taskdir.CGROUPS, cgroups.to_json())
         argv = [str(a) for a in spec["command"]]
         workdir = Path(spec["workdir"]) if spec.get("workdir") else self.dir / taskdir.WORK
-        if not spec.get("workdir"):
-            workdir.mkdir(exist_ok=True)
         if not workdir.is_dir():
             cgroups.remove()
             return self._fail(None, f"working directory not found: {workdir}", started)
+        plan = sandbox.SandboxPlan.from_json(spec.get("sandbox"))
         try:
             with open(self.dir / "stdout", "ab") as out, open(self.dir / "stderr", "ab") as err:
-                child = subprocess.Popen(
+                command = sandbox.Command(
                     argv,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    cwd=workdir,
-                    env=build_env(spec),
-                    start_new_session=True,
-                    # the supervisor is single-threaded, so preexec_fn is safe here
-                    preexec_fn=_preexec(cgroups, list(spec.get("cores") or []), rlimit_as),
+                    build_env(spec),
+                    str(workdir),
+                    out.fileno(),
+                    err.fileno(),
+                    cgroups.join,
+                    cores,
+                    rlimit_as,
                 )
-        except (OSError, subprocess.SubprocessError) as exc:
+                child = sandbox.start(plan, command)
+        except OSError as exc:
             code, reason = _start_error(exc, argv[0])
             log.info("start failed: %s", reason)
             cgroups.remove()
@@ -166,7 +170,7 @@ class Supervisor:
         self._status({"error": reason, "exit_code": code})
         return 0
 
-    def _wait(self, child: subprocess.Popen[bytes], cgroups: TaskCgroups, grace: float) -> int:
+    def _wait(self, child: sandbox.Started, cgroups: TaskCgroups, grace: float) -> int:
         pidfd = os.pidfd_open(child.pid)
         try:
             while True:
@@ -189,7 +193,8 @@ class Supervisor:
                     except OSError:
                         pass
                 if pidfd in ready:
-                    return child.wait()
+                    _, status = os.waitpid(child.pid, 0)
+                    return child.exit_code(status)
         finally:
             os.close(pidfd)
 

@@ -154,7 +154,8 @@ class ClusterHostApp(ExtensionApp):
         if self.remote_url:
             self._initialize_client_mode()
             return
-        os.makedirs(self.data_dir, exist_ok=True)
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)  # the database, keys and logs are the host's alone
         engine = make_engine(self.db_url)
         upgrade_schema(engine, self.log)
         self.services = ClusterServices.build(

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from typing import Any
 
-from traitlets import Float, Unicode
+from traitlets import Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
 EMBEDDED_TOKEN_NAME = "embedded-runner"
@@ -25,6 +25,16 @@ class EmbeddedRunner(LoggingConfigurable):
         help="Node name of the embedded runner (default: this machine's host name).",
     )
     backend = Unicode("local", config=True, help="Backend the embedded runner uses.")
+    task_user = Unicode(
+        "auto", config=True, help="Unix identity of its local tasks (RunnerApp.task_user)."
+    )
+    allowed_workdirs = List(
+        Unicode(),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Node directories its local tasks may name as workdir (RunnerApp.allowed_workdirs).",
+    )
     restart_delay = Float(2.0, config=True, help="Seconds before restarting a runner that died.")
 
     def __init__(self, host_url: str, token: str, state_dir: str, **kwargs: Any) -> None:
@@ -56,7 +66,12 @@ class EmbeddedRunner(LoggingConfigurable):
             self.backend,
             "--state-dir",
             self._state_dir,
+            # the host's data dir (database, keys, logs; the state dir lives in it) is never
+            # visible to a task
+            f"--RunnerApp.hidden_paths={os.path.dirname(os.path.abspath(self._state_dir))}",
+            f"--RunnerApp.task_user={self.task_user}",
         ]
+        argv += [f"--RunnerApp.allowed_workdirs={p}" for p in self.allowed_workdirs or []]
         self.log.info("starting embedded runner %s (%s backend)", self.name, self.backend)
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 

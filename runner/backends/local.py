@@ -22,6 +22,7 @@ from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.backends.base import TaskEvent
 from kohakuriver_lab.runner.backends.taskdirs import ALIVE, TaskDirBackend
 from kohakuriver_lab.runner.cgroups import TaskCgroups
+from kohakuriver_lab.runner.confinement import Confinement
 from kohakuriver_lab.runner.errors import (
     InvalidTaskState,
     TaskNotFound,
@@ -50,6 +51,8 @@ class LocalBackend(TaskDirBackend):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._watches: dict[int, _Watch] = {}
+        self.confinement = Confinement(self.state_dir, self.options)
+        self.log.info("local tasks run %s", self.confinement.describe())
 
     # ===== Lifecycle =====
 
@@ -109,16 +112,19 @@ class LocalBackend(TaskDirBackend):
 
     def _spawn_sync(self, spec: TaskSpec, path: Path) -> tuple[subprocess.Popen[bytes], int]:
         """Create the task dir and launch its supervisor; returns it and the status pipe."""
-        path.mkdir(parents=True)
+        user = self.confinement.user_for(spec.owner)
+        self.confinement.check_workdir(spec.workdir, user)
+        path.mkdir(mode=0o700, parents=True)
         data = spec.model_dump(mode="json")
         data["node"] = self.node
         data["host_url"] = self.options.get("host_url")
         data["use_cgroups"] = bool(self.options.get("use_cgroups", True))
         if spec.task_type == "notebook" and data["command"][0] == "python":
             data["command"][0] = sys.executable  # notebook jobs run in the runner's Python
+        data.update(self.confinement.prepare(path, spec, user))
         taskdir.write_json_atomic(path / taskdir.SPEC, data)
         for stream in taskdir.STREAMS:
-            (path / stream).touch()
+            (path / stream).touch(mode=0o600)
         read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
         env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_ENV_PREFIX)}
         argv = [sys.executable, "-m", SUPERVISOR_MODULE, str(path), "--status-fd", str(write_fd)]

@@ -15,7 +15,8 @@ from harness import HostProcess, RunnerProcess, docker_client, remove_node_conta
 
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
-    """A world-traversable work dir (tasks may run as other users later)."""
+    """A world-writable work dir: confined tasks run as other users and may use it."""
+    tmp_path.chmod(0o1777)
     return tmp_path
 
 

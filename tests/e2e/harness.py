@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -108,6 +109,12 @@ class HostProcess:
             argv.append(f"--ClusterHostApp.db_url={self.db_url}")
         if self.embedded:
             argv.append("--EmbeddedRunner.node_name=embedded")
+            # tests name their work dir as a task's workdir (confined tasks may use it); a
+            # list trait of an extension's class is only read right from a config file
+            config = self.workdir / "host_config.json"
+            allowed = {"EmbeddedRunner": {"allowed_workdirs": [str(self.workdir)]}}
+            config.write_text(json.dumps(allowed))
+            argv.append(f"--config={config}")
         log = open(self.log_path, "ab")  # noqa: SIM115  closed with the process
         self.process = subprocess.Popen(
             argv, stdout=log, stderr=log, env=_child_env(), stdin=subprocess.DEVNULL
@@ -174,6 +181,7 @@ class RunnerProcess:
             f"--state-dir={self.state_dir}",
             f"--backend={self.backend}",
             "--RunnerApp.reconnect_max_delay=1",
+            f"--RunnerApp.allowed_workdirs={self.host.workdir}",
             "--log-level=INFO",
             *self.extra,
         ]

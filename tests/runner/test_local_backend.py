@@ -85,10 +85,13 @@ def test_env_argv_and_workdir(
         "sorted(k for k in e if k.startswith('KOHAKURIVER_'))]))"
     )
 
+    tmp_path.chmod(0o755)  # a per-user task identity must be able to enter it
+
     async def main() -> None:
         import json
 
-        backend = LocalBackend(state_dir=state_dir, node="n1")
+        options = {"allowed_workdirs": [str(tmp_path)]}
+        backend = LocalBackend(state_dir=state_dir, node="n1", options=options)
         a = spec([PY, "-c", script, "$(echo hi)", "a b", "`id`"], env={"MY_VAR": "v"})
         b = spec([PY, "-c", script], gpus=[0, 2], workdir=str(tmp_path))
         for task in (a, b):
@@ -155,30 +158,46 @@ def test_start_is_idempotent_and_forget(state_dir: Path) -> None:
     asyncio.run(main())
 
 
-def test_kill_term_grace_then_kill_whole_group(state_dir: Path, tmp_path: Path) -> None:
-    pids = tmp_path / "pids"
+def _work(state_dir: Path, task_id: int) -> Path:
+    """The task's own working directory (where a confined task can leave files for the test)."""
+    return state_dir / "tasks" / str(task_id) / "work"
+
+
+def _host_pids(state_dir: Path, task_id: int) -> list[int]:
+    """The task's processes as the node sees them (a confined task has PIDs of its own)."""
+    data = taskdir.read_json(state_dir / "tasks" / str(task_id) / taskdir.CGROUPS)
+    return TaskCgroups.from_json(data).procs()
+
+
+@pytest.mark.cgroups
+def test_kill_term_grace_then_kill_whole_group(state_dir: Path) -> None:
+    from kohakuriver_lab.testing.integration import require_cgroups
+
+    require_cgroups()
     script = (
         "import os, signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
         "g = subprocess.Popen(['sleep', '300'])\n"
-        f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{g.pid}}')\n"
+        "open('pids', 'w').write(f'{os.getpid()} {g.pid}')\n"
         "time.sleep(300)\n"
     )
 
     async def main() -> None:
         backend = LocalBackend(state_dir=state_dir, node="n1")
         task = spec([PY, "-c", script])
+        pids = _work(state_dir, task.task_id) / "pids"
         await backend.start(task)
         await asyncio.get_running_loop().run_in_executor(None, _wait_for, pids.exists)
         await asyncio.sleep(0.1)
-        child, grandchild = (int(p) for p in pids.read_text().split())
+        host_pids = _host_pids(state_dir, task.task_id)
+        assert len(host_pids) >= 2  # the command and its grandchild (and the task's init)
         started = time.monotonic()
         await backend.kill(task.task_id, 0.6)
         event = await final_event(backend, task.task_id)
         elapsed = time.monotonic() - started
         assert (event.state, event.exit_code) == ("killed", -9)  # TERM ignored → KILL
         assert 0.55 <= elapsed < 5
-        assert not _pid_alive(child) and not _pid_alive(grandchild)
+        assert not any(_pid_alive(pid) for pid in host_pids)
         await backend.kill(task.task_id, 1)  # already ended: no-op
 
     asyncio.run(main())
@@ -199,15 +218,15 @@ def test_kill_respects_term(state_dir: Path) -> None:
 
 
 def _counter_pause_resume(state_dir: Path, tmp_path: Path) -> None:
-    counter = tmp_path / "counter"
-    tmp = tmp_path / "counter.tmp"
-    script = (  # written atomically, so a reader never sees the file empty
+    script = (  # written atomically (in the task's own dir), so a reader never sees it empty
         "import os, time\n"
         "i = 0\n"
         "while True:\n"
-        f"    i += 1; open({str(tmp)!r}, 'w').write(str(i)); os.replace({str(tmp)!r}, "
-        f"{str(counter)!r}); time.sleep(0.01)\n"
+        "    i += 1; open('counter.tmp', 'w').write(str(i)); os.replace('counter.tmp', "
+        "'counter'); time.sleep(0.01)\n"
     )
+    task = spec([PY, "-c", script])
+    counter = _work(state_dir, task.task_id) / "counter"
 
     def read() -> int:
         try:
@@ -217,7 +236,6 @@ def _counter_pause_resume(state_dir: Path, tmp_path: Path) -> None:
 
     async def main() -> None:
         backend = LocalBackend(state_dir=state_dir, node="n1")
-        task = spec([PY, "-c", script])
         await backend.start(task)
         assert (await next_event(backend)).state == "running"
         await asyncio.get_running_loop().run_in_executor(None, _wait_for, lambda: read() > 3)
@@ -264,13 +282,13 @@ def test_pause_resume_with_freezer(state_dir: Path, tmp_path: Path) -> None:
 # ===== Runner restart =====
 
 
-def test_task_survives_backend_restart_and_reports_exit(state_dir: Path, tmp_path: Path) -> None:
-    go = tmp_path / "go"
-    command = ["sh", "-c", f"echo up; while [ ! -e {go} ]; do sleep 0.02; done; echo done; exit 7"]
+def test_task_survives_backend_restart_and_reports_exit(state_dir: Path) -> None:
+    command = ["sh", "-c", "echo up; while [ ! -e go ]; do sleep 0.02; done; echo done; exit 7"]
 
     async def main() -> None:
         first = LocalBackend(state_dir=state_dir, node="n1")
         task = spec(command)
+        go = _work(state_dir, task.task_id) / "go"
         await first.start(task)
         await first.close()
         del first
@@ -286,12 +304,11 @@ def test_task_survives_backend_restart_and_reports_exit(state_dir: Path, tmp_pat
     asyncio.run(main())
 
 
-def test_task_that_ended_without_a_backend_is_reported(state_dir: Path, tmp_path: Path) -> None:
-    go = tmp_path / "go"
-
+def test_task_that_ended_without_a_backend_is_reported(state_dir: Path) -> None:
     async def main() -> None:
         first = LocalBackend(state_dir=state_dir, node="n1")
-        task = spec(["sh", "-c", f"while [ ! -e {go} ]; do sleep 0.02; done; exit 5"])
+        task = spec(["sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; exit 5"])
+        go = _work(state_dir, task.task_id) / "go"
         await first.start(task)
         await first.close()
         go.touch()
