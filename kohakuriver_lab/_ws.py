@@ -48,6 +48,11 @@ def _handshake_error(exc: InvalidStatus) -> KohakuRiverError:
     return error_for_status(response.status_code, message)
 
 
+RIGHTS_CLOSE_CODES = {4001: 401, 4003: 403}
+"""Close codes the host sends when the caller's rights go away (token revoked or expired:
+4001; account deactivated, or no longer allowed to read the task: 4003) → HTTP status."""
+
+
 async def follow(
     config: ClientConfig, task_id: TaskRef, stream: str, offset: int, timeout: float
 ) -> AsyncIterator[tuple[str, str]]:
@@ -73,7 +78,12 @@ async def follow(
                     raise KohakuRiverError(str(frame.get("message", "log stream error")))
     except InvalidStatus as exc:
         raise _handshake_error(exc) from exc
-    except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+    except ConnectionClosed as exc:
+        status = RIGHTS_CLOSE_CODES.get(exc.rcvd.code) if exc.rcvd else None
+        if status is not None and exc.rcvd is not None:  # the host took the caller's rights
+            raise error_for_status(status, exc.rcvd.reason or "access withdrawn") from exc
+        raise HostUnreachable(f"log stream {url} failed: {exc or type(exc).__name__}") from exc
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
         raise HostUnreachable(f"log stream {url} failed: {exc or type(exc).__name__}") from exc
     raise HostUnreachable(f"log stream {url} closed before the task ended")
 

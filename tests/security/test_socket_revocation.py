@@ -191,3 +191,28 @@ async def next_task_frame(
                 return frame  # type: ignore[no-any-return]
 
     return await asyncio.wait_for(read(), 5)
+
+
+async def test_a_clients_log_follow_says_why_it_was_closed(
+    jp_fetch: Fetch, services: Any, host_url: str
+) -> None:
+    """The Python client turns the host's 4001 into ``Unauthorized`` (not "host unreachable"),
+    so a notebook cell following logs says that the token was revoked."""
+    from kohakuriver_lab._client_config import ClientConfig
+    from kohakuriver_lab._ws import follow
+    from kohakuriver_lab.errors import Unauthorized
+
+    mia = Member(services, "mia", Role.USER)
+    task = await submit(jp_fetch, mia)
+    token = mia.headers["Authorization"].split()[1]
+    stream = follow(ClientConfig(host_url.rstrip("/") + "/", token), task, "stdout", 0, 10)
+    reader = asyncio.ensure_future(stream.__anext__())
+    await asyncio.sleep(0)
+    deadline = time.monotonic() + 5
+    while services.sockets.count("mia") < 1:
+        assert time.monotonic() < deadline, "the log follow never opened"
+        await asyncio.sleep(0.01)
+    status, _ = await call(jp_fetch, "DELETE", f"/tokens/{mia.token_id}", {})
+    assert status == 204
+    with pytest.raises(Unauthorized, match="API token revoked"):
+        await asyncio.wait_for(reader, BUDGET)
