@@ -183,8 +183,11 @@ class NodeRegistry(LoggingConfigurable):
         self._emit({"type": "metrics", "name": name, "metrics": metrics.model_dump(mode="json")})
 
     def remove(self, session: Session, name: str) -> None:
-        """Forget a node (its row and its in-memory state; the caller commits)."""
+        """Delete a node's row (the caller commits, then calls :meth:`forget`)."""
         session.execute(delete(Node).where(Node.name == name))
+
+    def forget(self, name: str) -> None:
+        """Drop a removed node from memory (``{"type": "node_removed", "name"}`` event)."""
         if self._nodes.pop(name, None) is not None:
             self._emit({"type": "node_removed", "name": name})
 

@@ -272,7 +272,13 @@ def _paths() -> dict[str, Any]:
                 "One node with its metrics history",
                 {"200": _json(_ref("NodeInfo"))},
                 parameters=[_path_param("name")],
-            )
+            ),
+            "delete": _op(
+                "Remove an offline node without active or waiting tasks (admins; audited); "
+                "its runner tokens are revoked (409 while online or busy)",
+                {"204": {"description": "Removed"}},
+                parameters=[_path_param("name")],
+            ),
         },
         "/kohakuriver/api/me": {
             "get": _op(

@@ -20,6 +20,7 @@ from kohakuriver_lab.models import (
     VpsStop,
 )
 
+from ..node_removal import remove_node
 from ..openapi import openapi_document
 from ..policy import task_view
 from ..scheduler import current_loads
@@ -264,7 +265,7 @@ class NodesHandler(ClusterAPIHandler):
 
 
 class NodeHandler(ClusterAPIHandler):
-    """One node, with its metrics history."""
+    """One node, with its metrics history; ``DELETE`` removes it (admins)."""
 
     @web.authenticated
     @authorized
@@ -276,6 +277,15 @@ class NodeHandler(ClusterAPIHandler):
         with self.services.db() as session:
             loads = current_loads(session)
         self.write_json(registry.info(name, loads.get(name), with_history=True))
+
+    @web.authenticated
+    @authorized
+    @requires(Role.ADMIN, Scope.ADMIN)
+    def delete(self, name: str) -> None:
+        """Remove an offline, idle node (409 otherwise); its runner tokens are revoked."""
+        remove_node(self.services, name, self.username, self.request.remote_ip)
+        self.set_status(204)
+        self.finish()
 
 
 class MeHandler(ClusterAPIHandler):

@@ -120,12 +120,7 @@ PUBLIC: dict[tuple[str, str], Rule] = {
 }
 """Full paths outside the API."""
 
-PENDING_ROUTES: set[tuple[str, str]] = {
-    # Being added by the runner-identity work of issue 10 (admins remove a node). Until its
-    # handler exists the coverage check accepts the row; once it exists it is walked like the
-    # others. Remove it from here when it has landed.
-    ("DELETE", "/nodes/{name}"),
-}
+PENDING_ROUTES: set[tuple[str, str]] = set()
 """Rows for routes that are not registered yet (the only rows allowed to have no route)."""
 
 
