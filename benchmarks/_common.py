@@ -326,13 +326,15 @@ class Fleet:
 
     async def connect(self, concurrency: int = 25, auto_finish: bool = True) -> float:
         """Connect every runner (``concurrency`` handshakes at a time); returns seconds taken."""
-        token = await asyncio.to_thread(self.host.runner_token, f"{self.prefix}-fleet")
         width = len(str(self.count))
+        names = [f"{self.prefix}-{i:0{width}d}" for i in range(self.count)]
+        # one token per node: a runner token binds to the first node name it says hello as
+        tokens = await asyncio.to_thread(lambda: [self.host.runner_token(n) for n in names])
         self.runners = [
             FakeRunner(
                 self.host.url,
-                token,
-                f"{self.prefix}-{i:0{width}d}",
+                tokens[i],
+                names[i],
                 cores=self.cores,
                 heartbeat=False,
                 auto_finish=auto_finish,

@@ -173,13 +173,10 @@ class Lab:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _connect_fakes(self) -> None:
-        token = (
-            await asyncio.to_thread(self.api, "POST", "runner-tokens", {"name": "fake-fleet"})
-        )["token"]
-        self.fleet_token = token
         self.runners = [
             FakeRunner(
-                self.url, token, f"fake-{i:02d}", cores=16, gpus=4, numa_nodes=2,
+                self.url, await self._new_token(f"fake-{i:02d}"), f"fake-{i:02d}",
+                cores=16, gpus=4, numa_nodes=2,
                 memory=64 << 30, heartbeat=False, auto_finish=(i != 0),
             )
             for i in range(FAKE_NODES)
@@ -192,6 +189,10 @@ class Lab:
 
         await asyncio.gather(*(one(r) for r in self.runners))
         self._beats = asyncio.ensure_future(self._beat())
+
+    async def _new_token(self, node: str) -> str:
+        body = {"name": f"fake {node}", "node": node}
+        return str((await asyncio.to_thread(self.api, "POST", "runner-tokens", body))["token"])
 
     async def _beat(self) -> None:
         """One heartbeat per fake node per second, with wave-shaped CPU and GPU load."""
@@ -221,7 +222,7 @@ class Lab:
         """Connect one more fake node (e.g. ``backends=("docker",)``); it heartbeats itself."""
 
         async def connect() -> FakeRunner:
-            runner = FakeRunner(self.url, self.fleet_token, name, **options)
+            runner = FakeRunner(self.url, await self._new_token(name), name, **options)
             await runner.connect()
             return runner
 
