@@ -66,7 +66,8 @@ def test_kill_pause_resume_and_missing_program(host: HostProcess, workdir: Path)
         "sleep 0.05; done"
     )
     with host.client() as client:
-        task_id = client.submit(["sh", "-c", script]).task_ids[0]
+        # its workdir is the one directory of the test's the confined task sees
+        task_id = client.submit(["sh", "-c", script], workdir=str(workdir)).task_ids[0]
         wait_for(client, task_id, {"running"})
         time.sleep(0.3)
         client.pause(task_id)
