@@ -10,6 +10,7 @@ A bad message is refused and logged; the host keeps going.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pydantic
@@ -44,6 +45,9 @@ from .scheduler import ACTIVE_VALUES, Scheduler
 from .statemachine import transition
 
 __all__ = ["ProtocolViolation", "RunnerConnection", "RunnerGateway"]
+
+AUDIT_EVERY = 60.0
+"""Seconds between two audit entries for one token's refused hellos as one name."""
 
 
 class RunnerGateway(TaskReports, LoggingConfigurable):
@@ -91,6 +95,8 @@ class RunnerGateway(TaskReports, LoggingConfigurable):
         self._retired: set[int] = set()
         """Connections the host closed: whatever they still send is ignored."""
         self._audit = AuditLog(db, parent=self)
+        self._audited: dict[tuple[int, str], float] = {}
+        """(token, node) → when a refused hello was last audited (one entry a minute)."""
 
     # -------------------------------------------------------------------------
     # Sending
@@ -287,13 +293,19 @@ class RunnerGateway(TaskReports, LoggingConfigurable):
 
     def _refuse_hello(self, conn: RunnerConnection, node: str, code: int, text: str) -> None:
         self.log.warning("refused hello as %s from runner token %s: %s", node, conn.token_id, text)
-        self._audit.record(
-            f"runner_token:{conn.token_id}",
-            "runner.refused",
-            f"node:{node}",
-            {"reason": text},
-            address=conn.address,
-        )
+        now = time.monotonic()
+        key = (conn.token_id, node)
+        if now - self._audited.get(key, -AUDIT_EVERY) >= AUDIT_EVERY:  # retries: once a minute
+            if len(self._audited) > 10_000:
+                self._audited.clear()
+            self._audited[key] = now
+            self._audit.record(
+                f"runner_token:{conn.token_id}",
+                "runner.refused",
+                f"node:{node}",
+                {"reason": text},
+                address=conn.address,
+            )
         try:
             conn.write_message(encode(ErrorMessage(message=text)))
         except Exception:

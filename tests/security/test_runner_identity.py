@@ -78,6 +78,7 @@ async def test_token_without_node_cannot_take_over_a_dead_nodes_name(
     ][0]
     frames, code = await impostor(host_url, attacker_token, real.hello)
     assert code == 4003 and "start_task" not in [f["type"] for f in frames]
+    assert len((await api.get("audit", action="runner.refused"))["events"]) == 1  # a minute
 
     # the real runner comes back with its own token and is welcomed
     reports = [TaskReport(task_id=int(victim), state="running")]
@@ -95,8 +96,8 @@ async def test_token_without_node_cannot_take_over_a_dead_nodes_name(
 async def test_reconnect_with_own_token_replaces_a_stale_session(
     api: Any, host_url: str, runner_token: str
 ) -> None:
-    stale = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
-    stale.heartbeat = False
+    stale = FakeRunner(host_url, runner_token, "node-a", auto_finish=False, heartbeat=False)
+    await stale.connect()  # its connection is left open, as a half-dead one would be
     fresh = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
     try:
         await asyncio.sleep(0.1)
