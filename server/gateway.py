@@ -66,10 +66,11 @@ class RunnerGateway(TaskReports, LoggingConfigurable):
         2000, config=True, help="Messages a runner connection may send at once above its rate."
     )
     throttle_close_after = Float(
-        30.0,
+        300.0,
         config=True,
         help="Close a runner connection (1008) that stays over its message rate for this many "
-        "seconds in a row; 0 never closes.",
+        "seconds in a row (a slowed-down runner costs the host nothing more, so this only "
+        "ends abuse; a long log resend stays well under it); 0 never closes.",
     )
 
     def __init__(
@@ -219,12 +220,14 @@ class RunnerGateway(TaskReports, LoggingConfigurable):
                 self.on_hello(conn, message)
             elif isinstance(message, Heartbeat):
                 self._registry.heartbeat(self._node(conn), message.metrics)
-            elif isinstance(message, TaskState):
-                self.on_task_state(conn, message)
-            elif isinstance(message, LogData):
-                self.on_log(conn, message)
-            elif isinstance(message, Ack):
-                self._on_ack(conn, message)
+            else:  # any frame shows the runner is alive (heartbeats may wait behind a backlog)
+                self._registry.heartbeat(self._node(conn))
+                if isinstance(message, TaskState):
+                    self.on_task_state(conn, message)
+                elif isinstance(message, LogData):
+                    self.on_log(conn, message)
+                elif isinstance(message, Ack):
+                    self._on_ack(conn, message)
         except (pydantic.ValidationError, ProtocolViolation) as exc:
             self._refuse(conn, exc)
 
