@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +114,7 @@ class Confinement:
             "user": {"name": user.name, "home": user.home},
         }
         if not self.isolated:
-            extra["sandbox"] = asdict(SandboxPlan())
+            extra["sandbox"] = SandboxPlan().to_json()
             extra["notes"] = [SINGLE_USER_NOTE]
             return extra
         tmp = path / PRIVATE_TMP
@@ -135,5 +134,5 @@ class Confinement:
             private_tmp=str(tmp),
             shm_size=self.shm_size,
         )
-        extra["sandbox"] = asdict(plan)
+        extra["sandbox"] = plan.to_json()
         return extra

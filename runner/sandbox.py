@@ -26,7 +26,6 @@ import errno
 import os
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,40 +48,64 @@ class SandboxError(OSError):
         return str(self.strerror or super().__str__())
 
 
-@dataclass
-class SandboxPlan:
-    """How one task is confined; stored in ``spec.json`` under ``sandbox`` by the backend."""
+PLAN_FIELDS = (
+    "uid", "gid", "groups", "namespaces", "hidden", "keep", "keep_ro", "private_tmp", "shm_size"
+)  # fmt: skip
 
-    uid: int | None = None  # None: the runner's own user (single-user node)
-    gid: int | None = None
-    groups: list[int] = field(default_factory=list)
-    namespaces: bool = False
-    hidden: list[str] = field(default_factory=list)  # covered by an empty read-only tmpfs
-    keep: list[str] = field(default_factory=list)  # stay visible even inside a hidden path
-    keep_ro: list[str] = field(default_factory=list)  # the same, read-only (e.g. the Python)
-    private_tmp: str | None = None  # directory bind-mounted on /tmp and /var/tmp
-    shm_size: int = 64 << 20
+
+class SandboxPlan:
+    """How one task is confined; stored in ``spec.json`` under ``sandbox`` by the backend.
+
+    (A plain class: ``dataclasses`` costs the supervisor ~10 ms of import and class set-up.)"""
+
+    def __init__(
+        self,
+        uid: int | None = None,  # None: the runner's own user (single-user node)
+        gid: int | None = None,
+        groups: Sequence[int] = (),
+        namespaces: bool = False,
+        hidden: Sequence[str] = (),  # covered by an empty read-only tmpfs
+        keep: Sequence[str] = (),  # stay visible even inside a hidden path
+        keep_ro: Sequence[str] = (),  # the same, read-only (e.g. the runner's Python)
+        private_tmp: str | None = None,  # directory bind-mounted on /tmp and /var/tmp
+        shm_size: int = 64 << 20,
+    ) -> None:
+        self.uid, self.gid, self.groups = uid, gid, list(groups)
+        self.namespaces = namespaces
+        self.hidden, self.keep, self.keep_ro = list(hidden), list(keep), list(keep_ro)
+        self.private_tmp, self.shm_size = private_tmp, shm_size
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in PLAN_FIELDS}
 
     @classmethod
     def from_json(cls, data: Any) -> SandboxPlan:
         if not isinstance(data, dict):
             return cls()
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+        return cls(**{k: v for k, v in data.items() if k in PLAN_FIELDS})
 
 
-@dataclass
+def _nothing() -> None:
+    pass
+
+
 class Command:
     """What to execute, with which fds and limits."""
 
-    argv: list[str]
-    env: dict[str, str]
-    cwd: str
-    stdout: int
-    stderr: int
-    join_cgroups: Callable[[], None] = lambda: None
-    cores: list[int] = field(default_factory=list)
-    rlimit_as: int | None = None
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str,
+        stdout: int,
+        stderr: int,
+        join_cgroups: Callable[[], None] = _nothing,
+        cores: Sequence[int] = (),
+        rlimit_as: int | None = None,
+    ) -> None:
+        self.argv, self.env, self.cwd = argv, env, cwd
+        self.stdout, self.stderr = stdout, stderr
+        self.join_cgroups, self.cores, self.rlimit_as = join_cgroups, list(cores), rlimit_as
 
 
 # ===== System calls (ctypes, loaded on first use) =====
@@ -213,7 +236,8 @@ def _exec_command(plan: SandboxPlan, cmd: Command, err_w: int) -> None:
             import resource
 
             resource.setrlimit(resource.RLIMIT_AS, (cmd.rlimit_as, cmd.rlimit_as))
-        _drop_privileges(plan)
+        if plan.namespaces or plan.uid is not None:  # else: the runner's own user, as is
+            _drop_privileges(plan)
         try:
             os.chdir(cmd.cwd)
         except OSError as exc:
@@ -281,12 +305,12 @@ def _direct_child(plan: SandboxPlan, cmd: Command, err_w: int) -> None:
 # ===== The supervisor's side =====
 
 
-@dataclass
 class Started:
     """A started task: the process-group leader to wait for and signal."""
 
-    pid: int
-    status_fd: int | None  # init's report of the command's exit status (namespaces only)
+    def __init__(self, pid: int, status_fd: int | None) -> None:
+        self.pid = pid
+        self.status_fd = status_fd  # init's report of the command's exit status (namespaces)
 
     def exit_code(self, wait_status: int) -> int:
         """The command's exit code (negative: killed by that signal)."""
