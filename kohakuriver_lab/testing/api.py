@@ -1,7 +1,9 @@
-"""A JSON call through pytest-jupyter's ``jp_fetch`` with chosen credentials (tests)."""
+"""Test helpers for the host's API: a JSON call through pytest-jupyter's ``jp_fetch`` with
+chosen credentials, waiting for a task's status, a one-cell parameterized notebook."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,3 +31,30 @@ async def api_call(
         return exc.code, (json.loads(text) if text.startswith("{") else text)
     text = response.body.decode() if response.body else ""
     return int(response.code), (json.loads(text) if text.startswith(("{", "[")) else text)
+
+
+async def wait_status(
+    api: Any, task_id: str, wanted: set[str], timeout: float = 5.0
+) -> dict[str, Any]:
+    """Poll ``api.get(f"tasks/{task_id}")`` until the task's status is one of ``wanted``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        task = await api.get(f"tasks/{task_id}")
+        if task["status"] in wanted:
+            return task  # type: ignore[no-any-return]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"task {task_id} is {task['status']}, wanted {wanted}: {task}")
+        await asyncio.sleep(0.02)
+
+
+def parameterized_notebook() -> dict[str, Any]:
+    """A notebook of one code cell tagged ``parameters`` (``alpha = 1``)."""
+    cell: dict[str, Any] = {
+        "cell_type": "code",
+        "id": "a1",
+        "metadata": {"tags": ["parameters"]},
+        "source": "alpha = 1",
+        "outputs": [],
+        "execution_count": None,
+    }
+    return {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": [cell]}

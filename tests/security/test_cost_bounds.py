@@ -10,23 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
+from kohakuriver_lab.testing.api import parameterized_notebook
 from kohakuriver_lab.testing.fake_runner import FakeRunner
 
-NOTEBOOK = {
-    "nbformat": 4,
-    "nbformat_minor": 5,
-    "metadata": {},
-    "cells": [
-        {
-            "cell_type": "code",
-            "id": "a1",
-            "metadata": {"tags": ["parameters"]},
-            "source": "alpha = 1",
-            "outputs": [],
-            "execution_count": None,
-        }
-    ],
-}
+NOTEBOOK = parameterized_notebook()
 
 
 @pytest.fixture

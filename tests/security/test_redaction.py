@@ -17,25 +17,12 @@ from kohakuriver_lab.server.policy import VISIBLE_TO_OTHERS, redact
 from kohakuriver_lab.server.routes import API_PREFIX
 from kohakuriver_lab.server.users import host_owner
 from kohakuriver_lab.testing.api import api_call as call
+from kohakuriver_lab.testing.api import parameterized_notebook
 from kohakuriver_lab.testing.fake_runner import FakeRunner
 
 Fetch = Callable[..., Awaitable[Any]]
 SECRET = "sk-live-7f3a9c1e"
-NOTEBOOK = {
-    "nbformat": 4,
-    "nbformat_minor": 5,
-    "metadata": {},
-    "cells": [
-        {
-            "cell_type": "code",
-            "id": "a1",
-            "metadata": {"tags": ["parameters"]},
-            "source": "alpha = 1",
-            "outputs": [],
-            "execution_count": None,
-        },
-    ],
-}
+NOTEBOOK = parameterized_notebook()
 
 
 def member(services: Any, name: str, role: Role = Role.USER) -> dict[str, str]:

@@ -20,18 +20,8 @@ from kohakuriver_lab.protocol import (
     runner_socket_url,
 )
 from kohakuriver_lab.server.db.orm import Node, RunnerToken
+from kohakuriver_lab.testing.api import wait_status
 from kohakuriver_lab.testing.fake_runner import FakeRunner
-
-
-async def wait_status(api: Any, task_id: str, wanted: set[str], timeout: float = 5.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        task = await api.get(f"tasks/{task_id}")
-        if task["status"] in wanted:
-            return task
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"task {task_id} is {task['status']}, wanted {wanted}")
-        await asyncio.sleep(0.02)
 
 
 def hello(**fields: Any) -> dict[str, Any]:

@@ -9,24 +9,13 @@ from typing import Any
 
 import pytest
 
+from kohakuriver_lab.testing.api import wait_status
 from kohakuriver_lab.testing.fake_runner import FakeRunner
 
 FINAL = {"completed", "failed", "killed", "killed_oom", "lost", "rejected", "stopped"}
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
 
-
-async def wait_status(
-    api: Any, task_id: str, wanted: set[str], timeout: float = 5.0
-) -> dict[str, Any]:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        task = await api.get(f"tasks/{task_id}")
-        if task["status"] in wanted:
-            return task  # type: ignore[no-any-return]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"task {task_id} is {task['status']}, wanted {wanted}: {task}")
-        await asyncio.sleep(0.02)
 
 
 # =============================================================================

@@ -9,25 +9,10 @@ from typing import Any
 import httpx
 import pytest
 
+from kohakuriver_lab.testing.api import parameterized_notebook, wait_status
 from kohakuriver_lab.testing.fake_runner import FakeRunner
 
-from .test_api import wait_status
-
-NOTEBOOK = {
-    "nbformat": 4,
-    "nbformat_minor": 5,
-    "metadata": {},
-    "cells": [
-        {
-            "cell_type": "code",
-            "id": "a1",
-            "metadata": {"tags": ["parameters"]},
-            "source": "alpha = 1",
-            "outputs": [],
-            "execution_count": None,
-        },
-    ],
-}
+NOTEBOOK = parameterized_notebook()
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
 

@@ -10,9 +10,8 @@ import pytest
 
 from kohakuriver_lab.models import LogStream
 from kohakuriver_lab.protocol import LogData, TaskReport, TaskState
+from kohakuriver_lab.testing.api import wait_status
 from kohakuriver_lab.testing.fake_runner import FakeRunner
-
-from .test_api import wait_status
 
 pytestmark = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
 
