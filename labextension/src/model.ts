@@ -323,6 +323,13 @@ export class ClusterModel {
         this._scheduleUsageRefresh();
         break;
       }
+      case 'node_removed':
+        // an admin removed it (DELETE /nodes/{name}): gone from every view at once
+        this.nodes.delete(event.name);
+        this.history.delete(event.name);
+        this._nodeChanged.emit(null);
+        this._scheduleUsageRefresh();
+        break;
       case 'metrics': {
         const node = this.nodes.get(event.name);
         if (node) {

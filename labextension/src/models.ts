@@ -320,7 +320,8 @@ export type ClusterEvent =
   | { type: 'subscribed' }
   | { type: 'task'; task: ITaskInfo }
   | { type: 'node'; name: string; status: 'online' | 'offline' }
-  | { type: 'metrics'; name: string; metrics: INodeMetrics };
+  | { type: 'metrics'; name: string; metrics: INodeMetrics }
+  | { type: 'node_removed'; name: string };
 
 // ===== Formatting =====
 
