@@ -9,7 +9,8 @@ Options (``c.RunnerApp.backend_options`` for the local backend):
   directory is always allowed and is the default).
 - ``hidden_paths``: directories tasks never see (the runner's state dir always is; the
   embedded runner adds the host's data dir).
-- ``pass_env``: runner variables a task inherits (default ``PATH``, locale, ``TZ``).
+- ``pass_env``: runner variables a task inherits (default ``PATH``, locale, ``TZ``, proxy
+  and CA-bundle variables).
 - ``shm_size``: bytes of the task's private ``/dev/shm``.
 """
 

@@ -27,7 +27,12 @@ from kohakuriver_lab.runner.cgroups import TaskCgroups
 log = logging.getLogger("kohakuriver.supervisor")
 
 SECRET_ENV_PREFIX = "KOHAKURIVER_"
-DEFAULT_PASS_ENV = ("PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ")
+DEFAULT_PASS_ENV = (
+    "PATH", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "TZ",
+    # the node's network set-up: how tasks reach package registries through a proxy
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "PIP_INDEX_URL",
+)  # fmt: skip
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # ===== Set-up =====

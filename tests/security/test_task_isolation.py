@@ -19,6 +19,7 @@ import httpx
 import pytest
 from harness import TOKEN, HostProcess
 
+from kohakuriver_lab.runner.supervisor import DEFAULT_PASS_ENV
 from kohakuriver_lab.testing.integration import require_cgroups
 
 pytestmark = [pytest.mark.integration, pytest.mark.cgroups]
@@ -271,3 +272,35 @@ def test_one_users_task_cannot_read_anothers(embedded_host, make_member, tmp_pat
     assert secret not in json.dumps(report["found"]), report["found"]
     assert secret in stdout(embedded_host, alice_task)  # the secret was really there
     assert report["uid"] != 0
+
+
+TASK_ENV = {
+    *DEFAULT_PASS_ENV, "HOME", "USER", "LOGNAME",
+    "KOHAKURIVER_TASK_ID", "KOHAKURIVER_NODE", "KOHAKURIVER_URL", "KOHAKURIVER_TASK_TOKEN",
+    "CUDA_VISIBLE_DEVICES", "MINE",
+}  # fmt: skip
+
+
+def test_no_host_environment_and_a_node_workdir_policy(embedded_host, make_member, tmp_path):
+    """Attack 9: the host's own variables (JUPYTER_*, anything of the runner's) reached
+    tasks, and any workdir was taken (/root, the host's data dir). Now a task gets only the
+    runner's PATH/locale/TZ, its identity's HOME/USER, its own env and the task variables;
+    a workdir outside the node's allowed_workdirs, or inside a hidden directory, fails."""
+    require_cgroups()
+    alice = make_member("alice", "user")
+    probe = "import json, os; print(json.dumps(dict(os.environ)))"
+    task_id = submit(embedded_host, alice, {"command": [PY, "-c", probe], "env": {"MINE": "1"}})
+    env = report_of(embedded_host, task_id)
+    assert set(env) <= TASK_ENV, sorted(set(env) - TASK_ENV)
+    assert env["MINE"] == "1" and env["HOME"] != os.environ.get("HOME")
+    assert env["KOHAKURIVER_TASK_ID"] == task_id
+
+    refusals = {
+        "/usr": "not allowed",  # outside the embedded runner's allowed_workdirs
+        "/root": "may not see",  # root's home (SSH keys, Jupyter runtime) is hidden
+        str(tmp_path / "host"): "may not see",  # allowed prefix, but the host's data dir
+    }
+    for workdir, why in refusals.items():
+        task_id = submit(embedded_host, alice, {"command": ["true"], "workdir": workdir})
+        task = wait(embedded_host, task_id, FINAL)
+        assert task["status"] == "failed" and why in (task["reason"] or ""), task
