@@ -11,12 +11,15 @@ Options (``c.RunnerApp.backend_options`` for the local backend):
   embedded runner adds the host's data dir).
 - ``pass_env``: runner variables a task inherits (default ``PATH``, locale, ``TZ``, proxy
   and CA-bundle variables).
-- ``shm_size``: bytes of the task's private ``/dev/shm``.
+- ``shm_size``: size of the task's private ``/dev/shm`` (tmpfs syntax, default ``50%`` of
+  the node's memory as the kernel's own default; its pages count against the task's memory
+  limit, so PyTorch data loaders and NCCL get room without a way around the limit).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -65,7 +68,9 @@ class Confinement:
             None if workdirs is None else [os.path.realpath(p) for p in workdirs]
         )
         self.pass_env = [str(k) for k in options.get("pass_env", DEFAULT_PASS_ENV)]
-        self.shm_size = int(options.get("shm_size", 64 << 20))
+        self.shm_size = str(options.get("shm_size", "50%"))
+        if not re.fullmatch(r"[0-9]+[kmgKMG%]?", self.shm_size):
+            raise ValueError(f"local backend: shm_size {self.shm_size!r} is not like '8G' or '50%'")
         if self.isolated:
             for path in (state_dir, state_dir / "tasks"):
                 path.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ class SandboxPlan:
         keep: Sequence[str] = (),  # stay visible even inside a hidden path
         keep_ro: Sequence[str] = (),  # the same, read-only (e.g. the runner's Python)
         private_tmp: str | None = None,  # directory bind-mounted on /tmp and /var/tmp
-        shm_size: int = 64 << 20,
+        shm_size: str = "50%",  # tmpfs size= of the private /dev/shm
     ) -> None:
         self.uid, self.gid, self.groups = uid, gid, list(groups)
         self.namespaces = namespaces

@@ -224,8 +224,9 @@ def test_a_task_cannot_undo_its_limits(embedded_host, make_member):
 ALICE = r"""
 import os, time
 open("secret", "w").write(os.environ["SECRET"])
-open("/tmp/alice-note", "w").write(os.environ["SECRET"])
-os.chmod("/tmp/alice-note", 0o644)
+for note in ("/tmp/alice-note", "/dev/shm/alice-note"):
+    open(note, "w").write(os.environ["SECRET"])
+    os.chmod(note, 0o644)
 print(os.environ["SECRET"], flush=True)
 time.sleep(120)
 """
@@ -243,7 +244,8 @@ for pid in (p for p in os.listdir("/proc") if p.isdigit()):
         found[f"/proc/{pid}/environ"] = open(f"/proc/{pid}/environ", "rb").read().decode()
     except OSError:
         pass
-found["/tmp"] = ",".join(os.listdir("/tmp"))
+for shared in ("/tmp", "/dev/shm"):
+    found[shared] = ",".join(os.listdir(shared))
 print(json.dumps({"uid": os.getuid(), "found": found}))
 """
 
@@ -264,12 +266,13 @@ def test_one_users_task_cannot_read_anothers(embedded_host, make_member, tmp_pat
         assert time.monotonic() < deadline, "alice's task never wrote its file"
         time.sleep(0.05)
     paths = [str(task_dir / name) for name in ("work/secret", "stdout", "spec.json")]
-    paths.append("/tmp/alice-note")
+    paths += ["/tmp/alice-note", "/dev/shm/alice-note"]
     bob_task = submit(embedded_host, bob, {"command": [PY, "-c", BOB, *paths]})
     report = report_of(embedded_host, bob_task)
     with _api(embedded_host, TOKEN) as owner:
         owner.post(f"/tasks/{alice_task}/kill")
     assert secret not in json.dumps(report["found"]), report["found"]
+    assert "alice-note" not in report["found"]["/tmp"] + report["found"]["/dev/shm"]
     assert secret in stdout(embedded_host, alice_task)  # the secret was really there
     assert report["uid"] != 0
 
