@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kohakuriver_lab
 from kohakuriver_lab.protocol import TaskSpec
 from kohakuriver_lab.runner import taskdir
 from kohakuriver_lab.runner.errors import TaskStartError
@@ -37,6 +38,18 @@ SINGLE_USER_NOTE = "runs as the runner's own user (single-user node: not isolate
 
 def _within(path: str, root: str) -> bool:
     return path == root or root == "/" or path.startswith(root.rstrip("/") + "/")
+
+
+def _visible_path(hidden: list[str], kept: list[str]) -> str:
+    """The runner's PATH without directories a confined task cannot see (pyenv shims under
+    /root), the runner's Python first: ``python`` in a task is the runner's interpreter."""
+
+    def visible(directory: str) -> bool:
+        real = os.path.realpath(directory)
+        return any(_within(real, k) for k in kept) or not any(_within(real, h) for h in hidden)
+
+    dirs = [os.path.dirname(sys.executable), *os.environ.get("PATH", "").split(":")]
+    return ":".join(dict.fromkeys(d for d in dirs if d and visible(d)))
 
 
 class Confinement:
@@ -62,7 +75,14 @@ class Confinement:
             self.hidden.append(home)  # root's home: SSH keys, Jupyter runtime and data
         # the runner's Python stays usable (notebook jobs run in it), read-only, even when it
         # lives in a hidden directory (e.g. pyenv under /root)
-        self.runtime = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
+        package = Path(kohakuriver_lab.__file__).parent  # an editable install's source tree
+        runtime = [
+            sys.prefix,
+            sys.base_prefix,
+            *(str(package / p) for p in ("", "runner", "server")),
+        ]
+        self.runtime = sorted({os.path.realpath(p) for p in runtime})
+        self.task_path = _visible_path(self.hidden, self.runtime)
         workdirs = options.get("allowed_workdirs")
         self.allowed_workdirs = (
             None if workdirs is None else [os.path.realpath(p) for p in workdirs]
@@ -123,6 +143,7 @@ class Confinement:
             extra["sandbox"] = SandboxPlan().to_json()
             extra["notes"] = [SINGLE_USER_NOTE]
             return extra
+        extra["path"] = self.task_path
         tmp = path / PRIVATE_TMP
         tmp.mkdir()
         os.chmod(tmp, 0o1777)

@@ -43,6 +43,8 @@ def build_env(spec: dict[str, Any]) -> dict[str, str]:
     host's or runner's own, e.g. ``JUPYTER_*`` or ``KOHAKURIVER_*``), the user's env, the
     identity's ``HOME``/``USER`` and the task variables."""
     env = {k: os.environ[k] for k in spec.get("pass_env", DEFAULT_PASS_ENV) if k in os.environ}
+    if spec.get("path"):  # the runner's PATH less what a confined task cannot see
+        env["PATH"] = str(spec["path"])
     env.setdefault("PATH", DEFAULT_PATH)
     for key in [k for k in env if k.startswith(SECRET_ENV_PREFIX)]:
         del env[key]

@@ -298,6 +298,12 @@ def test_no_host_environment_and_a_node_workdir_policy(embedded_host, make_membe
     assert env["MINE"] == "1" and env["HOME"] != os.environ.get("HOME")
     assert env["KOHAKURIVER_TASK_ID"] == task_id
 
+    # `python` is the runner's interpreter, with this package, even where pyenv's shims on
+    # the runner's PATH live in root's hidden home
+    script = "import json, sys, kohakuriver_lab; print(json.dumps({'exe': sys.executable}))"
+    task_id = submit(embedded_host, alice, {"command": ["python", "-c", script]})
+    assert report_of(embedded_host, task_id)["exe"] == str(Path(PY).parent / "python")
+
     refusals = {
         "/usr": "not allowed",  # outside the embedded runner's allowed_workdirs
         "/root": "may not see",  # root's home (SSH keys, Jupyter runtime) is hidden
