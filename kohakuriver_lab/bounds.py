@@ -9,6 +9,8 @@ import re
 
 MAX_MEMORY = 1 << 60
 """1 EiB: far above any node, far below a BIGINT."""
+MIN_MEMORY = 4 << 20
+"""4 MiB: below it no interpreter starts (the task would die ``killed_oom`` at once)."""
 MAX_GPU_INDEX = 1023
 MAX_NUMA_NODE = 1023
 MAX_COUNTER = 2**31 - 1
@@ -68,9 +70,13 @@ def check_workdir(path: str | None) -> str | None:
 
 
 def check_memory(size: int) -> int:
-    """A memory size in bytes: positive and at most :data:`MAX_MEMORY`."""
+    """A memory size in bytes: :data:`MIN_MEMORY` .. :data:`MAX_MEMORY`."""
     if size <= 0:
         raise ValueError("memory must be positive")
+    if size < MIN_MEMORY:
+        raise ValueError(
+            f"memory must be at least {MIN_MEMORY} bytes (4 MiB, e.g. '4M'); got {size} bytes"
+        )
     if size > MAX_MEMORY:
         raise ValueError(f"memory must be at most {MAX_MEMORY} bytes (1 EiB)")
     return size

@@ -24,6 +24,7 @@ import shlex
 import sys
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,23 @@ def _notebook_name(notebook: Any) -> str | None:
     return None
 
 
+def _named(resources: dict[str, Any], notebook: Any) -> dict[str, Any]:
+    """A notebook job is named after its file (``train.ipynb``) unless a name is given."""
+    if not resources.get("name"):
+        resources["name"] = _notebook_name(notebook)
+    return resources
+
+
+def as_notebook(raw: bytes | str) -> Any:
+    """An executed notebook's JSON as an ``nbformat`` NotebookNode (a dict without nbformat)."""
+    data = json.loads(raw)
+    try:
+        nbformat: Any = importlib.import_module("nbformat")
+    except ImportError:
+        return data
+    return nbformat.from_dict(data)
+
+
 def grid_sets(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     """Every combination of a parameter grid, in order: ``{"a": [1, 2], "b": [3]}`` → 2 sets."""
     names = list(grid)
@@ -190,9 +208,15 @@ class Task:
 
     def __init__(self, cluster: Cluster, task_id: TaskRef, info: TaskInfo | None = None) -> None:
         self.cluster = cluster
-        self.id = int(task_id)
+        self.task_id = int(task_id)
         self._info = info
         self._widget: Any = None
+
+    @property
+    def id(self) -> int:
+        """Deprecated alias of :attr:`task_id`."""
+        warnings.warn("Task.id is deprecated: use Task.task_id", DeprecationWarning, stacklevel=2)
+        return self.task_id
 
     @property
     def info(self) -> TaskInfo:
@@ -204,7 +228,7 @@ class Task:
 
     def refresh(self) -> TaskInfo:
         """Re-read the task from the host."""
-        self._info = self.cluster.client.get_task(self.id)
+        self._info = self.cluster.client.get_task(self.task_id)
         return self._info
 
     @property
@@ -226,7 +250,7 @@ class Task:
                 done.set()  # re-read below
 
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.cluster.hub.watch_task(self.id, on_event):
+        with self.cluster.hub.watch_task(self.task_id, on_event):
             while True:
                 info = self.refresh()
                 if _final(info):
@@ -235,7 +259,7 @@ class Task:
                 if deadline is not None:
                     remaining = min(remaining, deadline - time.monotonic())
                     if remaining <= 0:
-                        raise WaitTimeout(f"task {self.id} did not finish within {timeout} s")
+                        raise WaitTimeout(f"task {self.task_id} did not finish within {timeout} s")
                 done.wait(remaining)
                 if done.is_set() and self._info is not None and _final(self._info):
                     return self._info
@@ -246,7 +270,7 @@ class Task:
         parts: list[str] = []
         offset = 0
         while True:
-            chunk = self.cluster.client.logs(self.id, stream, offset)
+            chunk = self.cluster.client.logs(self.task_id, stream, offset)
             parts.append(chunk.data)
             if chunk.next_offset == offset or not chunk.data:
                 break
@@ -255,7 +279,7 @@ class Task:
 
     def follow(self, stream: str = "both", offset: int = 0) -> Iterator[tuple[str, str]]:
         """Live ``(stream, text)`` pairs until the task ends."""
-        return self.cluster.client.follow_logs(self.id, stream, offset)
+        return self.cluster.client.follow_logs(self.task_id, stream, offset)
 
     def stream(self, out: Any = None, err: Any = None) -> TaskInfo:
         """Print the live output (stdout/stderr) until the task ends; returns the final state."""
@@ -269,22 +293,24 @@ class Task:
 
     def kill(self) -> TaskInfo:
         """Ask the host to kill the task."""
-        self._info = self.cluster.client.kill(self.id)
+        self._info = self.cluster.client.kill(self.task_id)
         return self._info
 
     def result(self, name: str | None = None) -> Any:
         """What the task glued: all results as a dict, or the one called ``name``."""
-        results = self.cluster.client.results(self.id)
+        results = self.cluster.client.results(self.task_id)
         if name is None:
             return results
         if name not in results:
-            raise KeyError(f"task {self.id} recorded no result {name!r} (has: {sorted(results)})")
+            raise KeyError(
+                f"task {self.task_id} recorded no result {name!r} (has: {sorted(results)})"
+            )
         return results[name]
 
-    def output_notebook(self) -> dict[str, Any]:
-        """The executed notebook of a notebook job (nbformat dict)."""
-        data: dict[str, Any] = json.loads(self.cluster.client.artifact(self.id, "output.ipynb"))
-        return data
+    def output_notebook(self) -> Any:
+        """The executed notebook of a notebook job: an ``nbformat`` NotebookNode (``.cells``),
+        or a dict without nbformat."""
+        return as_notebook(self.cluster.client.artifact(self.task_id, "output.ipynb"))
 
     def widget(self) -> Any:
         """The live :class:`~kohakuriver_lab.widgets.TaskWidget` (one per handle)."""
@@ -301,9 +327,11 @@ class Task:
 
     def __repr__(self) -> str:
         info = self._info
-        status = info.status.value if info else "?"
-        node = f" on {info.node}" if info and info.node else ""
-        return f"<Task {self.id} {status}{node}>"
+        if info is None:
+            return f"<Task {self.task_id} (state not read yet)>"
+        name = f" {info.name!r}" if info.name else ""
+        node = f" on {info.node}" if info.node else ""
+        return f"<Task {self.task_id}{name} {info.status}{node}>"
 
 
 class Sweep:
@@ -341,7 +369,7 @@ class Sweep:
         except NotFound:
             rows = [
                 {
-                    "task_id": t.id,
+                    "task_id": t.task_id,
                     "status": t.refresh().status.value,
                     "parameters": p,
                     "results": t.result(),
@@ -418,7 +446,7 @@ class Cluster:
         **resources: Any,
     ) -> Task:
         """Execute a notebook with papermill on a node; ``task.output_notebook()`` afterwards."""
-        resources.setdefault("name", _notebook_name(notebook))
+        _named(resources, notebook)
         result = self.client.submit_notebook(
             load_notebook(notebook), parameters=dict(parameters or {}), **_resources(resources)
         )
@@ -434,7 +462,7 @@ class Cluster:
     ) -> Sweep:
         """One notebook job per combination of ``grid`` (or per ``parameter_sets``), one batch."""
         sets = sweep_sets(grid, parameter_sets)
-        resources.setdefault("name", _notebook_name(notebook))
+        _named(resources, notebook)
         result = self.client.submit_notebook(
             load_notebook(notebook), parameter_sets=sets, **_resources(resources)
         )
@@ -446,7 +474,9 @@ class Cluster:
                 f"expected one task, the host created {len(result.task_ids)} (several targets?); "
                 "use cluster.client.submit for multi-target batches"
             )
-        return Task(self, result.task_ids[0])
+        task = Task(self, result.task_ids[0])
+        task.refresh()  # so that its repr (and widget) start from the real state
+        return task
 
     # ----- looking -----
 
@@ -497,11 +527,19 @@ class AsyncTask:
 
     def __init__(self, cluster: AsyncCluster, task_id: TaskRef) -> None:
         self.cluster = cluster
-        self.id = int(task_id)
+        self.task_id = int(task_id)
         self.info: TaskInfo | None = None
 
+    @property
+    def id(self) -> int:
+        """Deprecated alias of :attr:`task_id`."""
+        warnings.warn(
+            "AsyncTask.id is deprecated: use AsyncTask.task_id", DeprecationWarning, stacklevel=2
+        )
+        return self.task_id
+
     async def refresh(self) -> TaskInfo:
-        self.info = await self.cluster.client.get_task(self.id)
+        self.info = await self.cluster.client.get_task(self.task_id)
         return self.info
 
     async def wait(self, timeout: float | None = None) -> TaskInfo:
@@ -513,7 +551,7 @@ class AsyncTask:
             loop.call_soon_threadsafe(changed.set)
 
         deadline = None if timeout is None else loop.time() + timeout
-        with self.cluster.hub.watch_task(self.id, on_event):
+        with self.cluster.hub.watch_task(self.task_id, on_event):
             while True:
                 info = await self.refresh()
                 if _final(info):
@@ -522,7 +560,7 @@ class AsyncTask:
                 if deadline is not None:
                     remaining = min(remaining, deadline - loop.time())
                     if remaining <= 0:
-                        raise WaitTimeout(f"task {self.id} did not finish within {timeout} s")
+                        raise WaitTimeout(f"task {self.task_id} did not finish within {timeout} s")
                 try:
                     await asyncio.wait_for(changed.wait(), remaining)
                 except asyncio.TimeoutError:
@@ -533,7 +571,7 @@ class AsyncTask:
         parts: list[str] = []
         offset = 0
         while True:
-            chunk = await self.cluster.client.logs(self.id, stream, offset)
+            chunk = await self.cluster.client.logs(self.task_id, stream, offset)
             parts.append(chunk.data)
             if chunk.next_offset == offset or not chunk.data:
                 break
@@ -541,22 +579,22 @@ class AsyncTask:
         return "".join(parts)
 
     def follow(self, stream: str = "both", offset: int = 0) -> AsyncIterator[tuple[str, str]]:
-        return self.cluster.client.follow_logs(self.id, stream, offset)
+        return self.cluster.client.follow_logs(self.task_id, stream, offset)
 
     async def kill(self) -> TaskInfo:
-        self.info = await self.cluster.client.kill(self.id)
+        self.info = await self.cluster.client.kill(self.task_id)
         return self.info
 
     async def result(self, name: str | None = None) -> Any:
-        results = await self.cluster.client.results(self.id)
+        results = await self.cluster.client.results(self.task_id)
         return results if name is None else results[name]
 
-    async def output_notebook(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads(await self.cluster.client.artifact(self.id))
-        return data
+    async def output_notebook(self) -> Any:
+        """As :meth:`Task.output_notebook`."""
+        return as_notebook(await self.cluster.client.artifact(self.task_id, "output.ipynb"))
 
     def __repr__(self) -> str:
-        return f"<AsyncTask {self.id} {self.info.status.value if self.info else '?'}>"
+        return f"<AsyncTask {self.task_id} {self.info.status.value if self.info else '?'}>"
 
 
 class AsyncSweep:
@@ -613,7 +651,7 @@ class AsyncCluster:
         parameters: Mapping[str, Any] | None = None,
         **resources: Any,
     ) -> AsyncTask:
-        resources.setdefault("name", _notebook_name(notebook))
+        _named(resources, notebook)
         result = await self.client.submit_notebook(
             load_notebook(notebook), parameters=dict(parameters or {}), **_resources(resources)
         )
@@ -628,7 +666,7 @@ class AsyncCluster:
         **resources: Any,
     ) -> AsyncSweep:
         sets = sweep_sets(grid, parameter_sets)
-        resources.setdefault("name", _notebook_name(notebook))
+        _named(resources, notebook)
         result = await self.client.submit_notebook(
             load_notebook(notebook), parameter_sets=sets, **_resources(resources)
         )

@@ -89,7 +89,17 @@ def format_memory(size: int) -> str:
 # =============================================================================
 
 
-class TaskStatus(str, enum.Enum):
+class _Vocabulary(str, enum.Enum):
+    """A string enum that prints as its wire value (``completed``, not ``TaskStatus.COMPLETED``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class TaskStatus(_Vocabulary):
     """The twelve task statuses (the seed's state machine)."""
 
     PENDING_APPROVAL = "pending_approval"
@@ -130,7 +140,7 @@ FINAL_STATUSES = frozenset(
 ACTIVE_STATUSES = frozenset({TaskStatus.ASSIGNING, TaskStatus.RUNNING, TaskStatus.PAUSED})
 
 
-class TaskType(str, enum.Enum):
+class TaskType(_Vocabulary):
     """What a task is: a one-shot command, a long-running VPS, or a papermill notebook job."""
 
     COMMAND = "command"
@@ -138,14 +148,14 @@ class TaskType(str, enum.Enum):
     NOTEBOOK = "notebook"
 
 
-class NodeStatus(str, enum.Enum):
+class NodeStatus(_Vocabulary):
     """Whether a node's runner is connected and heartbeating."""
 
     ONLINE = "online"
     OFFLINE = "offline"
 
 
-class LogStream(str, enum.Enum):
+class LogStream(_Vocabulary):
     """The two output streams a task has."""
 
     STDOUT = "stdout"
@@ -800,7 +810,7 @@ class SnapshotInfo(BaseModel):
 # =============================================================================
 
 
-class Role(str, enum.Enum):
+class Role(_Vocabulary):
     """Cluster roles, each including the one before: viewer < user < operator < admin."""
 
     VIEWER = "viewer"
@@ -819,7 +829,7 @@ class Role(str, enum.Enum):
 _ROLE_RANK = {Role.VIEWER: 1, Role.USER: 2, Role.OPERATOR: 3, Role.ADMIN: 4}
 
 
-class Scope(str, enum.Enum):
+class Scope(_Vocabulary):
     """What an API token may do, within its user's role."""
 
     READ = "read"

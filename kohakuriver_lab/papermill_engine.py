@@ -75,7 +75,7 @@ def _make_engine(base: type[Any]) -> type[Any]:
             cluster = Cluster()
             try:
                 task = cluster.run_notebook(payload, {}, **resources)
-                print(f"kohakuriver: task {task.id} submitted", file=sys.stderr, flush=True)
+                print(f"kohakuriver: task {task.task_id} submitted", file=sys.stderr, flush=True)
                 try:  # live output, as papermill --log-output would show it
                     for stream, text in task.follow():
                         (sys.stderr if stream == "stderr" else sys.stdout).write(text)
@@ -87,7 +87,7 @@ def _make_engine(base: type[Any]) -> type[Any]:
                     executed = remove_error_markers(from_dict(task.output_notebook()))
                 except Exception as exc:
                     raise RuntimeError(
-                        f"kohakuriver task {task.id} ended {info.status.value} without an output "
+                        f"kohakuriver task {task.task_id} ended {info.status.value} without an output "
                         f"notebook ({info.reason or exc})"
                     ) from None
                 local = dict(nb.metadata.get("papermill", {}))
@@ -95,11 +95,11 @@ def _make_engine(base: type[Any]) -> type[Any]:
                 for key in ("parameters", "input_path", "output_path", "default_parameters"):
                     if key in local:
                         remote[key] = local[key]  # the job saw them already injected
-                remote["kohakuriver_task_id"] = str(task.id)
+                remote["kohakuriver_task_id"] = str(task.task_id)
                 nb_man.nb = executed
                 if info.status.value != "completed" and not _has_error(executed):
                     raise RuntimeError(
-                        f"kohakuriver task {task.id} ended {info.status.value}: {info.reason or ''}"
+                        f"kohakuriver task {task.task_id} ended {info.status.value}: {info.reason or ''}"
                     )
             finally:
                 cluster.close()

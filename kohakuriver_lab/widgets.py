@@ -93,7 +93,7 @@ class TaskWidget(w.VBox):  # type: ignore[misc]
         self.kill_button = w.Button(description="Kill", button_style="danger", icon="stop")
         self.kill_button.on_click(self._on_kill)
         super().__init__([w.HBox([self.header, self.kill_button]), self.progress, self.log_view])
-        self._sub = task.cluster.hub.watch_task(task.id, self._on_event)
+        self._sub = task.cluster.hub.watch_task(task.task_id, self._on_event)
         if self.info is None:
             self._refresh()
         self._render()
@@ -143,7 +143,7 @@ class TaskWidget(w.VBox):  # type: ignore[misc]
     def _render(self) -> None:
         info = self.info
         name = html.escape(info.name) if info and info.name else "task"
-        parts = [f"<b>{name}</b> <code>{self.task.id}</code>", badge(self.status)]
+        parts = [f"<b>{name}</b> <code>{self.task.task_id}</code>", badge(self.status)]
         parts.append(f"⏱ {_fmt_seconds(_elapsed(info))}")
         if info and info.node:
             gpus = ",".join(str(g) for g in info.assigned_gpus) or "-"
@@ -235,8 +235,10 @@ class SweepWidget(w.VBox):  # type: ignore[misc]
 
     def __init__(self, sweep: Sweep) -> None:
         self.sweep = sweep
-        self.statuses: dict[int, str] = {t.id: "pending" for t in sweep.tasks}
-        self.params = {t.id: p for t, p in zip(sweep.tasks, sweep.parameter_sets, strict=False)}
+        self.statuses: dict[int, str] = {t.task_id: "pending" for t in sweep.tasks}
+        self.params = {
+            t.task_id: p for t, p in zip(sweep.tasks, sweep.parameter_sets, strict=False)
+        }
         self.cells: dict[int, tuple[int, int]] = {}
         self.updates = 0
         self._lock = threading.Lock()

@@ -58,7 +58,7 @@ def test_submit_wait_logs_result(host):
 
     async def body(cluster: AsyncCluster) -> None:
         task = await cluster.submit([sys.executable, "-c", script], name="async-submit", cores=1)
-        assert task.id > 0 and task.info is None
+        assert task.task_id > 0 and task.info is None
         info = await task.wait(60)
         assert info.status.value == "completed", info.reason
         assert info.exit_code == 0
@@ -67,10 +67,10 @@ def test_submit_wait_logs_result(host):
         assert "to stderr" in await task.logs("stderr")
         assert await task.result() == {"answer": 42, "items": [1, "two"]}
         assert await task.result("answer") == 42
-        again = await cluster.task(task.id)  # a handle from the ID alone
+        again = await cluster.task(task.task_id)  # a handle from the ID alone
         assert again.info is not None and again.info.status.value == "completed"
         assert again.info.name == "async-submit"
-        assert repr(again) == f"<AsyncTask {task.id} completed>"
+        assert repr(again) == f"<AsyncTask {task.task_id} completed>"
 
     run(host, body)
 

@@ -63,7 +63,7 @@ def test_cell_magic_glue_and_result(kernel):
         "print('in the cell')\n"
         "kohakuriver_lab.glue('answer', {'x': 42})\n"
     )
-    task_id = kernel.value("str(_.id)")
+    task_id = kernel.value("str(_.task_id)")
     assert kernel.value("_.info.status.value") == "completed"
     result = kernel.run(f"%kohaku result {task_id}").result
     assert result == "{'answer': {'x': 42}}"
@@ -73,15 +73,15 @@ def test_cell_magic_glue_and_result(kernel):
 
 def test_cell_magic_shell(kernel):
     kernel.run("%%kohaku submit --shell --block\necho one; echo two >&2\n")
-    task_id = kernel.value("str(_.id)")
+    task_id = kernel.value("str(_.task_id)")
     assert kernel.run(f"%kohaku logs {task_id}").stdout == "one\n"
     assert kernel.run(f"%kohaku logs {task_id} --stderr").stdout == "two\n"
 
 
 def test_kill_and_wait(kernel):
     kernel.run("t = %kohaku submit -- sleep 60")
-    task_id = kernel.value("str(t.id)")
-    kernel.value("t.wait and str(t.id)")
+    task_id = kernel.value("str(t.task_id)")
+    kernel.value("t.wait and str(t.task_id)")
     out = kernel.run(f"%kohaku kill {task_id}").stdout
     assert f"task {task_id}: kill requested" in out
     out = kernel.run(f"%kohaku wait {task_id} --timeout 20").stdout
@@ -93,7 +93,7 @@ def test_follow_logs_of_running_task(kernel):
         "t = %kohaku submit -- python3 -u -c "
         "\"import time; [print('tick', i) or time.sleep(0.2) for i in range(3)]\""
     )
-    task_id = kernel.value("str(t.id)")
+    task_id = kernel.value("str(t.task_id)")
     out = kernel.run(f"%kohaku logs {task_id} --follow").stdout
     assert "tick 0" in out and "tick 2" in out
 

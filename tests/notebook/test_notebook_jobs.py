@@ -36,7 +36,7 @@ def test_notebook_job_output_in_contents(kernel, host, glue_nb):
         "while w.done < 4 and time.monotonic() < deadline: time.sleep(0.02)\n"
     )
     assert kernel.value("info.status.value") == "completed", kernel.value("info.reason")
-    task_id = kernel.value("str(job.id)")
+    task_id = kernel.value("str(job.task_id)")
     assert kernel.value("job.result()") == {"square": 49}
     # progress reached the widget live: all 4 cells (3 + papermill's injected parameters)
     assert kernel.value("[w.done, w.total]") == [4, 4]

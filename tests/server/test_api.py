@@ -29,6 +29,8 @@ pytestmark = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indir
         ({"command": []}, "command"),
         ({"command": "echo hi"}, "command"),
         ({"command": ["true"], "memory": "lots"}, "cannot read memory size"),
+        ({"command": ["true"], "memory": 1}, "at least 4194304 bytes (4 MiB"),
+        ({"command": ["true"], "memory": "1K"}, "at least 4194304 bytes (4 MiB"),
         ({"command": ["true"], "cores": -1}, "cores"),
         ({"command": ["true"], "targets": ["bad name!"]}, "invalid node name"),
         ({"command": ["true"], "targets": ["node::x"]}, "GPU indices"),
