@@ -624,6 +624,8 @@ def _document() -> dict[str, Any]:
     schemas = dict(defs.get("$defs", {}))
     schemas["Error"] = {
         "type": "object",
+        "description": "Every refusal under /kohakuriver/api (docs/api.md, Errors): 401 "
+        "carries WWW-Authenticate, 405 carries Allow",
         "required": ["message"],
         "properties": {"message": {"type": "string"}},
     }

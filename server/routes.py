@@ -29,6 +29,7 @@ from .handlers.environments import (
     EnvironmentVersionHandler,
     EnvironmentVersionsHandler,
 )
+from .handlers.errors import UnknownRouteHandler
 from .handlers.invitations import InvitationHandler, InvitationsHandler, RegisterHandler
 from .handlers.jobs import (
     BatchResultsHandler,
@@ -103,6 +104,11 @@ PUBLIC_ROUTES: list[tuple[str, type[Any]]] = [
 registration page, where the invitation is the credential."""
 
 
+CATCH_ALL = (API_PREFIX + r"(?:/.*)?", UnknownRouteHandler)
+"""Last: any other path under the prefix is a JSON 404, not Jupyter's HTML page."""
+
+
 def handlers() -> list[tuple[str, type[Any]]]:
     """The URL patterns for ``ExtensionApp.handlers`` (base URL is prefixed by jupyter_server)."""
-    return [(API_PREFIX + pattern, handler) for pattern, handler in ROUTES] + PUBLIC_ROUTES
+    api = [(API_PREFIX + pattern, handler) for pattern, handler in ROUTES]
+    return [*api, *PUBLIC_ROUTES, CATCH_ALL]

@@ -16,7 +16,6 @@ from tornado import web
 
 from kohakuriver_lab._client_config import API_TOKEN_PREFIX
 from kohakuriver_lab.errors import (
-    Forbidden,
     InvalidRequest,
     KohakuRiverError,
     NotFound,
@@ -27,6 +26,7 @@ from kohakuriver_lab.models import Role, Scope, TaskInfo
 from ..policy import Caller
 from ..users import host_owner
 from .bodies import BoundedBodyMixin
+from .errors import JsonErrorsMixin, send_json_error
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
@@ -59,10 +59,11 @@ def requires(role: Role, scope: Scope = Scope.READ) -> Callable[[F], F]:
 
 
 def api_token_of(handler: Any) -> str | None:
-    """A personal API token in ``Authorization: Bearer kra_...`` (else ``None``)."""
+    """A personal API token in ``Authorization: Bearer kra_...`` or Jupyter's own form
+    ``Authorization: token kra_...`` (else ``None``)."""
     scheme, _, secret = handler.request.headers.get("Authorization", "").partition(" ")
     secret = str(secret).strip()
-    if scheme.lower() == "bearer" and secret.startswith(API_TOKEN_PREFIX):
+    if scheme.lower() in ("bearer", "token") and secret.startswith(API_TOKEN_PREFIX):
         return secret
     return None
 
@@ -209,9 +210,11 @@ class CallerMixin:
 
 
 @web.stream_request_body
-class ClusterAPIHandler(BoundedBodyMixin, CallerMixin, ExtensionHandlerMixin, APIHandler):
-    """JSON API handler: Jupyter-authenticated, errors as ``{"message": ...}``; bodies only
-    from authenticated callers, at most ``CostLimits.max_body_bytes`` (see ``bodies``)."""
+class ClusterAPIHandler(
+    JsonErrorsMixin, BoundedBodyMixin, CallerMixin, ExtensionHandlerMixin, APIHandler
+):
+    """JSON API handler: Jupyter-authenticated, errors as ``{"message": ...}`` (``errors``);
+    bodies only from authenticated callers, at most ``CostLimits.max_body_bytes``."""
 
     auth_resource = AUTH_RESOURCE
 
@@ -225,9 +228,9 @@ class ClusterAPIHandler(BoundedBodyMixin, CallerMixin, ExtensionHandlerMixin, AP
         return int(self.services.costs.max_body_bytes), "CostLimits.max_body_bytes"
 
     async def body_allowed(self) -> None:
-        """Only authenticated callers send bodies (as ``@web.authenticated``: 403)."""
+        """Only authenticated callers send bodies (401 before the body is read)."""
         if self.current_user is None:
-            raise Forbidden("authentication required")
+            raise Unauthorized("authentication required")
 
     def parse_body(self, model: type[ModelT], limit: int | None = None) -> ModelT:
         """Validate the JSON body against ``model`` (400 with the field names on failure)."""
@@ -264,9 +267,6 @@ class ClusterAPIHandler(BoundedBodyMixin, CallerMixin, ExtensionHandlerMixin, AP
             self.log.info(
                 "%s %s -> %d: %s", self.request.method, self.request.path, e.status_code, e.message
             )
-            self.clear()
-            self.set_status(e.status_code)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": e.message}))
+            send_json_error(self, e.status_code, e.message)
             return
         super()._handle_request_exception(e)  # type: ignore[misc]

@@ -20,6 +20,7 @@ from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES
 from ..livesockets import CLOSE_FORBIDDEN
 from ..policy import Caller, event_view
 from .base import AUTH_RESOURCE, CallerMixin, is_id
+from .errors import JsonErrorsMixin, send_json_error
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
 FOLLOW_CHUNK = 64 * 1024
 
 
-class WatchedSocket(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler):
+class WatchedSocket(
+    JsonErrorsMixin, CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocket.WebSocketHandler
+):
     """A user socket whose rights are re-checked while it is open: it is registered by
     identity (:mod:`..livesockets`) from the handshake on, and revocation, deactivation,
     a role change or the token's expiry close or narrow it at once."""
@@ -41,12 +44,15 @@ class WatchedSocket(CallerMixin, ExtensionHandlerMixin, JupyterHandler, websocke
         try:
             return await super().prepare(*args, **kwargs)
         except KohakuRiverError as exc:
-            self.set_status(exc.status_code)
-            self.set_header("Content-Type", "application/json")
-            self.finish(json.dumps({"message": exc.message}))
+            send_json_error(self, exc.status_code, exc.message)
 
     async def watched(self, *args: Any, **kwargs: Any) -> None:
-        """Upgrade (``super().get``) with the socket registered until it ends."""
+        """Upgrade (``super().get``) with the socket registered until it ends; a plain
+        request (no ``Upgrade: websocket``) gets a JSON 400."""
+        headers = self.request.headers
+        upgrade = headers.get("Upgrade", "").lower() == "websocket"
+        if not upgrade or "upgrade" not in headers.get("Connection", "").lower():
+            raise web.HTTPError(400, "this route is a WebSocket: send Upgrade: websocket")
         caller = self.caller
         registry = self.services.sockets
         registry.add(self, caller.username, caller.token_id, self._token_expires_at)
