@@ -121,6 +121,14 @@ class RunnerApp(Application):
     )
     ca_file = Unicode("", help="CA bundle to verify the host's TLS certificate.").tag(config=True)
     verify_tls = Bool(True, help="Verify the host's TLS certificate (wss://).").tag(config=True)
+    kill_tasks_on_exit = Bool(
+        False,
+        help="Kill this node's running and paused tasks when the runner stops (default: they "
+        "keep running under their supervisors and the next runner adopts them).",
+    ).tag(config=True)
+    exit_kill_grace = Float(
+        5.0, help="With kill_tasks_on_exit: seconds between SIGTERM and SIGKILL."
+    ).tag(config=True)
 
     @default("token")
     def _default_token(self) -> str:
@@ -213,10 +221,38 @@ class RunnerApp(Application):
         try:
             status = await agent.run()
         finally:
-            await backend.close()  # tasks keep running under their supervisors
+            if self.kill_tasks_on_exit:
+                await stop_all_tasks(backend, self.exit_kill_grace, self.log)
+            await backend.close()  # tasks left keep running under their supervisors
             nvml.shutdown()
-        self.log.info("runner stopped (tasks keep running)")
+        self.log.info(
+            "runner stopped (%s)",
+            "its tasks were killed" if self.kill_tasks_on_exit else "tasks keep running",
+        )
         return status
+
+
+ALIVE = frozenset({"running", "paused"})
+
+
+async def stop_all_tasks(backend: Any, grace: float, log: Any) -> None:
+    """Kill every running or paused task of ``backend`` and wait (``grace`` + 5 s at most)
+    for them to end; their exit status is reported to the host at the next ``hello``."""
+    alive = [t.task_id for t in await backend.list_tasks() if t.state in ALIVE]
+    if not alive:
+        return
+    log.info("kill_tasks_on_exit: killing %d task(s): %s", len(alive), alive)
+    for task_id in alive:
+        try:
+            await backend.kill(task_id, grace)
+        except Exception as exc:  # one task's failure must not keep the others running
+            log.warning("could not kill task %s: %s", task_id, exc)
+    deadline = asyncio.get_running_loop().time() + grace + 5
+    while alive and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        alive = [t.task_id for t in await backend.list_tasks() if t.state in ALIVE]
+    if alive:
+        log.warning("tasks still running after kill_tasks_on_exit: %s", alive)
 
 
 main = RunnerApp.launch_instance

@@ -23,7 +23,7 @@ from .client_mode import (
 )
 from .costs import CostLimits
 from .db.engine import make_engine, make_sessionmaker, upgrade_schema
-from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner
+from .embedded import EMBEDDED_TOKEN_NAME, EmbeddedRunner, active_tasks_on
 from .events import EventBus
 from .gateway import RunnerGateway
 from .handlers.proxy import proxy_routes
@@ -227,6 +227,17 @@ class ClusterHostApp(ExtensionApp):
         self._embedded = runner
         runner.start()
 
+    def _active_on(self, node: str) -> int:
+        """How many assigning, running or paused tasks the database puts on ``node``."""
+        if self.services is None:
+            return 0
+        try:
+            with self.services.db() as session:
+                return active_tasks_on(session, node)
+        except Exception:
+            self.log.exception("could not count the tasks of node %s", node)
+            return 0
+
     def _sweep(self) -> None:
         services = self.services
         if services is None:
@@ -252,7 +263,7 @@ class ClusterHostApp(ExtensionApp):
         if self._sweeper is not None:
             self._sweeper.stop()
         if self._embedded is not None:
-            await self._embedded.stop()
+            await self._embedded.stop(self._active_on(self._embedded.name))
         if self.services is not None:
             self.services.gateway.close_all()
             with self.services.db() as session:

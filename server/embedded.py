@@ -10,10 +10,23 @@ import subprocess
 import sys
 from typing import Any
 
-from traitlets import Float, List, Unicode
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from traitlets import Bool, Float, List, Unicode
 from traitlets.config import LoggingConfigurable
 
+from kohakuriver_lab.models import ACTIVE_STATUSES
+
+from .db.orm import Task
+
 EMBEDDED_TOKEN_NAME = "embedded-runner"
+
+
+def active_tasks_on(session: Session, node: str) -> int:
+    """The number of assigning, running or paused tasks on ``node``."""
+    active = [s.value for s in ACTIVE_STATUSES]
+    query = select(func.count()).select_from(Task).where(Task.node == node)
+    return int(session.scalar(query.where(Task.status.in_(active))) or 0)
 
 
 class EmbeddedRunner(LoggingConfigurable):
@@ -36,6 +49,15 @@ class EmbeddedRunner(LoggingConfigurable):
         help="Node directories its local tasks may name as workdir (RunnerApp.allowed_workdirs).",
     )
     restart_delay = Float(2.0, config=True, help="Seconds before restarting a runner that died.")
+    stop_tasks_on_exit = Bool(
+        False,
+        config=True,
+        help="Kill the embedded node's running and paused tasks when the server stops (for a "
+        "laptop). Default: they keep running and the next start adopts them (for a host).",
+    )
+    exit_kill_grace = Float(
+        5.0, config=True, help="With stop_tasks_on_exit: seconds between SIGTERM and SIGKILL."
+    )
 
     def __init__(self, host_url: str, token: str, state_dir: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -72,6 +94,11 @@ class EmbeddedRunner(LoggingConfigurable):
             f"--RunnerApp.task_user={self.task_user}",
         ]
         argv += [f"--RunnerApp.allowed_workdirs={p}" for p in self.allowed_workdirs or []]
+        if self.stop_tasks_on_exit:
+            argv += [
+                "--RunnerApp.kill_tasks_on_exit=True",
+                f"--RunnerApp.exit_kill_grace={self.exit_kill_grace}",
+            ]
         self.log.info("starting embedded runner %s (%s backend)", self.name, self.backend)
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -93,14 +120,32 @@ class EmbeddedRunner(LoggingConfigurable):
             if not self._stopping:
                 self._process = self._spawn()
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Stop the runner (its tasks keep running under their supervisors)."""
+    async def stop(self, active_tasks: int = 0) -> None:
+        """Stop the runner; its ``active_tasks`` keep running under their supervisors (and
+        are adopted at the next start), unless :attr:`stop_tasks_on_exit` kills them."""
         self._stopping = True
         if self._watch is not None:
             self._watch.cancel()
+        if self.stop_tasks_on_exit:
+            if active_tasks:
+                self.log.info(
+                    "stopping the %d task(s) of node %s with the server "
+                    "(EmbeddedRunner.stop_tasks_on_exit)",
+                    active_tasks,
+                    self.name,
+                )
+        elif active_tasks:
+            self.log.warning(
+                "%d task(s) of node %s keep running after the server stops and are adopted "
+                "at the next start (c.EmbeddedRunner.stop_tasks_on_exit = True stops them "
+                "with the server; %%kohaku kill ID stops one)",
+                active_tasks,
+                self.name,
+            )
         process = self._process
         if process is None or process.poll() is not None:
             return
+        timeout = 10.0 + (self.exit_kill_grace + 5 if self.stop_tasks_on_exit else 0)
         process.send_signal(signal.SIGTERM)
         for _ in range(int(timeout * 10)):
             if process.poll() is not None:
