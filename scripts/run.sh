@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: set up .venv if needed and run JupyterLab whose server is the cluster host,
 # with an embedded runner for this machine (a one-node cluster; no Docker needed).
+# The cluster's database, task logs and runner state stay in this checkout, in .kohakuriver/
+# (git-ignored, like the executed notebooks of jobs in kohakuriver-jobs/).
 #   bash scripts/run.sh                  # extra arguments go to `jupyter lab`
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,6 +14,6 @@ if ! "$PY" -c 'import kohakuriver_lab, jupyterlab' 2>/dev/null; then
     "$PY" -m pip install -q --disable-pip-version-check -e ".[lab]"
 fi
 
-args=(--ClusterHostApp.embedded_runner=True)
+args=(--ClusterHostApp.embedded_runner=True "--ClusterHostApp.data_dir=$PWD/.kohakuriver")
 [[ $(id -u) != 0 ]] || args+=(--allow-root) # Jupyter refuses root without it
 exec .venv/bin/jupyter lab "${args[@]}" "$@"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -17,13 +18,22 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+def fake_checkout(where: Path) -> Path:
+    """A checkout with this repo's ``scripts/run.sh`` and ``.venv`` (linked)."""
+    (where / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "run.sh", where / "scripts" / "run.sh")
+    (where / ".venv").symlink_to(ROOT / ".venv")
+    return where
+
+
 def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
     port, token = free_port(), "quickstart-token"
+    checkout = fake_checkout(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOHAKURIVER_")}
-    env["JUPYTER_DATA_DIR"] = str(tmp_path / "data")  # keep the cluster DB in the test's dir
+    env["JUPYTER_DATA_DIR"] = str(tmp_path / "data")  # the shared place it no longer uses
     argv = [
         "bash",
-        str(ROOT / "scripts" / "run.sh"),
+        str(checkout / "scripts" / "run.sh"),
         "--no-browser",
         f"--port={port}",
         "--ServerApp.port_retries=0",
@@ -56,7 +66,19 @@ def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
             f"{base}/kohakuriver/api/tasks", headers=headers, json={"command": ["echo", "quick"]}
         )
         assert created.status_code == 201
+        # the cluster's state lives in the checkout, not in the user's Jupyter data dir
+        assert (checkout / ".kohakuriver" / "cluster.db").is_file()
+        assert (checkout / ".kohakuriver" / "embedded-runner").is_dir()
+        assert not (tmp_path / "data" / "kohakuriver").exists()
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
         log.close()
+
+
+def test_checkout_state_is_git_ignored() -> None:
+    paths = [".kohakuriver/cluster.db", "kohakuriver-jobs/1/output.ipynb"]
+    ignored = subprocess.run(
+        ["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert ignored == paths
