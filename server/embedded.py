@@ -17,6 +17,7 @@ from traitlets.config import LoggingConfigurable
 
 from kohakuriver_lab.models import ACTIVE_STATUSES
 
+from .backend_probe import embedded_backends
 from .db.orm import Task
 
 EMBEDDED_TOKEN_NAME = "embedded-runner"
@@ -37,7 +38,12 @@ class EmbeddedRunner(LoggingConfigurable):
         config=True,
         help="Node name of the embedded runner (default: this machine's host name).",
     )
-    backend = Unicode("local", config=True, help="Backend the embedded runner uses.")
+    backend = Unicode(
+        "",
+        config=True,
+        help="Backends of the embedded runner (e.g. 'local', 'docker,local'). Default: "
+        "'docker,local' when a Docker daemon answers a ping at start, else 'local'.",
+    )
     task_user = Unicode(
         "auto", config=True, help="Unix identity of its local tasks (RunnerApp.task_user)."
     )
@@ -67,6 +73,7 @@ class EmbeddedRunner(LoggingConfigurable):
         self._process: subprocess.Popen[bytes] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
+        self._backend = "local"
 
     @property
     def name(self) -> str:
@@ -85,7 +92,7 @@ class EmbeddedRunner(LoggingConfigurable):
             "--name",
             self.name,
             "--backend",
-            self.backend,
+            self._backend,
             "--state-dir",
             self._state_dir,
             # the host's data dir (database, keys, logs; the state dir lives in it) is never
@@ -99,11 +106,21 @@ class EmbeddedRunner(LoggingConfigurable):
                 "--RunnerApp.kill_tasks_on_exit=True",
                 f"--RunnerApp.exit_kill_grace={self.exit_kill_grace}",
             ]
-        self.log.info("starting embedded runner %s (%s backend)", self.name, self.backend)
+        self.log.info("starting embedded runner %s (backends %s)", self.name, self._backend)
         return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def start(self) -> None:
         """Start the runner and a watcher that restarts it."""
+        if self.backend:
+            self._backend = self.backend
+            self.log.info("embedded runner backends %s (EmbeddedRunner.backend)", self.backend)
+        else:
+            self._backend, why = embedded_backends()
+            self.log.info(
+                "embedded runner backends %s: %s (EmbeddedRunner.backend sets them)",
+                self._backend,
+                why,
+            )
         self._process = self._spawn()
         self._watch = asyncio.ensure_future(self._supervise())
 

@@ -109,6 +109,8 @@ class HostProcess:
             argv.append(f"--ClusterHostApp.db_url={self.db_url}")
         if self.embedded:
             argv.append("--EmbeddedRunner.node_name=embedded")
+            if not any(a.startswith("--EmbeddedRunner.backend=") for a in self.extra):
+                argv.append("--EmbeddedRunner.backend=local")  # not whatever this machine has
             # tests name their work dir as a task's workdir (confined tasks may use it); a
             # list trait of an extension's class is only read right from a config file
             config = self.workdir / "host_config.json"

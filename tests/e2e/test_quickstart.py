@@ -13,6 +13,8 @@ import httpx
 import pytest
 from harness import free_port
 
+from kohakuriver_lab.server.backend_probe import probe_docker
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -57,8 +59,9 @@ def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
             if any(n["status"] == "online" for n in nodes):
                 break
             time.sleep(0.3)
+        backends = ["docker", "local"] if probe_docker()[0] else ["local"]
         assert [(n["name"], n["status"], n["backends"]) for n in nodes] == [
-            ("quickstart", "online", ["local"])
+            ("quickstart", "online", backends)
         ]
         lab = httpx.get(f"{base}/lab", headers=headers)
         assert lab.status_code == 200 and "JupyterLab" in lab.text
