@@ -13,7 +13,8 @@ c = get_config()  # noqa: F821  (provided by Jupyter when it loads this file)
 # =============================================================================
 
 # Where the host keeps its SQLite database, task logs and the embedded runner's state.
-# Default: <jupyter data dir>/kohakuriver (e.g. ~/.local/share/jupyter/kohakuriver).
+# Default: <jupyter data dir>/kohakuriver (e.g. ~/.local/share/jupyter/kohakuriver;
+# scripts/run.sh uses .kohakuriver/ in the checkout).
 # c.ClusterHostApp.data_dir = "/srv/kohakuriver"
 
 # The database. Default: SQLite in WAL mode at <data_dir>/cluster.db.
@@ -24,9 +25,14 @@ c = get_config()  # noqa: F821  (provided by Jupyter when it loads this file)
 # nothing else (the Quick start turns this on). Off by default.
 c.ClusterHostApp.embedded_runner = True
 
-# Node name and backend of that embedded runner (default: this machine's short host name).
+# Node name and backends of that embedded runner (default: this machine's short host name;
+# "docker,local" when a Docker daemon answers at start, else "local").
 # c.EmbeddedRunner.node_name = "workstation"
 # c.EmbeddedRunner.backend = "local"
+
+# Stopping the server leaves the embedded node's tasks running (the log says how many) and
+# the next start adopts them; on a laptop, kill them with the server instead:
+# c.EmbeddedRunner.stop_tasks_on_exit = True
 
 # Export KOHAKURIVER_URL / KOHAKURIVER_TOKEN to the kernels this server starts, so
 # `from kohakuriver_lab.client import Client; Client()` finds the host with no arguments.
