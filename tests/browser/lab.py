@@ -149,6 +149,7 @@ class Lab:
             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             f"--LabApp.app_settings_dir={settings}",
             "--ClusterHostApp.embedded_runner=True", f"--ClusterHostApp.data_dir={data_dir}",
+            "--EmbeddedRunner.backend=local",  # the fake nodes are the docker ones
         ]  # fmt: skip
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)

@@ -48,6 +48,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--ServerApp.authorizer_class=kohakuriver_lab.server.authorizer.KohakuRiverAuthorizer",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--ClusterHostApp.embedded_runner=True", f"--ClusterHostApp.data_dir={root / 'host'}",
+        "--EmbeddedRunner.backend=local",  # not whatever Docker this machine has
     ]  # fmt: skip
     log_path = root / "lab.log"
     with open(log_path, "wb") as log:
