@@ -594,7 +594,8 @@ class AsyncTask:
         return as_notebook(await self.cluster.client.artifact(self.task_id, "output.ipynb"))
 
     def __repr__(self) -> str:
-        return f"<AsyncTask {self.task_id} {self.info.status.value if self.info else '?'}>"
+        state = self.info.status if self.info else "(state not read yet: await refresh())"
+        return f"<AsyncTask {self.task_id} {state}>"
 
 
 class AsyncSweep:

@@ -59,6 +59,7 @@ def test_submit_wait_logs_result(host):
     async def body(cluster: AsyncCluster) -> None:
         task = await cluster.submit([sys.executable, "-c", script], name="async-submit", cores=1)
         assert task.task_id > 0 and task.info is None
+        assert repr(task) == f"<AsyncTask {task.task_id} (state not read yet: await refresh())>"
         info = await task.wait(60)
         assert info.status.value == "completed", info.reason
         assert info.exit_code == 0
