@@ -121,6 +121,11 @@ class EmbeddedRunner(LoggingConfigurable):
                 self._backend,
                 why,
             )
+        self.log.info(
+            "its tasks %s when the server stops (EmbeddedRunner.stop_tasks_on_exit = %s)",
+            "are killed" if self.stop_tasks_on_exit else "keep running",
+            self.stop_tasks_on_exit,
+        )
         self._process = self._spawn()
         self._watch = asyncio.ensure_future(self._supervise())
 

@@ -59,7 +59,7 @@ def test_tasks_outlive_the_server_and_are_adopted(
     assert processes_with(marker), "the task died with the server"
     log = host.log_path.read_text()
     assert "1 task(s) of node embedded keep running after the server stops" in log, log[-2000:]
-    assert "stop_tasks_on_exit" in log
+    assert "its tasks keep running when the server stops" in log  # said at start, too
     host.start()  # the next start adopts it: still running, and it can be killed
     with host.client() as client:
         wait_node(client, "embedded", "online")
@@ -76,7 +76,9 @@ def test_stop_tasks_on_exit_kills_them_with_the_server(
     task_id = start_sleeper(host, marker)
     host.stop()  # returns once the server has exited
     assert not processes_with(marker), "the task outlived the server"
-    assert "stopping the 1 task(s) of node embedded with the server" in host.log_path.read_text()
+    log = host.log_path.read_text()
+    assert "stopping the 1 task(s) of node embedded with the server" in log
+    assert "its tasks are killed when the server stops" in log
     host.start()  # the runner reports the true end at its next hello
     with host.client() as client:
         wait_node(client, "embedded", "online")
