@@ -16,13 +16,17 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from kohakuriver_lab.bounds import (
     MAX_COUNTER,
+    MAX_ENV_KEY_CHARS,
+    MAX_MEMORY,
     MAX_NUMA_NODE,
+    MIN_MEMORY,
     check_env,
     check_gpu_index,
     check_memory,
@@ -44,6 +48,11 @@ def _parse_id(value: Any) -> int:
     raise ValueError("an ID is a string of digits")
 
 
+ENV_NAMES_SCHEMA: dict[str, Any] = {
+    "propertyNames": {"pattern": f"^[A-Za-z_][A-Za-z0-9_]{{0,{MAX_ENV_KEY_CHARS - 1}}}$"}
+}
+"""Environment variable names as :func:`check_env` takes them, for the OpenAPI document."""
+
 SnowflakeID = Annotated[
     int, BeforeValidator(_parse_id), PlainSerializer(lambda x: str(x), return_type=str)
 ]
@@ -51,6 +60,19 @@ SnowflakeID = Annotated[
 
 _MEMORY_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)?\s*$", re.IGNORECASE)
 _MEMORY_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40, "P": 1 << 50}
+
+
+MEMORY_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "integer", "minimum": MIN_MEMORY, "maximum": MAX_MEMORY},
+        {
+            "type": "string",
+            "pattern": r"^\s*([0-9]+(\.[0-9]+)?)\s*([KMGTPkmgtp]?)([iI]?[bB]?)?\s*$",
+        },
+        {"type": "null"},
+    ]
+}
+"""What a request may give as a memory size (the checks of :func:`parse_memory` follow)."""
 
 
 def parse_memory(value: int | str) -> int:
@@ -231,6 +253,8 @@ def parse_target(text: str) -> Target:
 # =============================================================================
 
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._/:@-]{0,254}$", re.IGNORECASE)
+IMAGE_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
+"""``_IMAGE_RE`` for JSON Schema (which has no case-insensitive flag)."""
 """Image references: ``name``, ``repo/name:tag``, ``name@sha256:...`` (no spaces, no options)."""
 
 
@@ -292,14 +316,16 @@ class TaskSubmit(BaseModel):
     name: str | None = Field(default=None, max_length=200)
     task_type: TaskType = TaskType.COMMAND
     cores: int = Field(default=1, ge=0, le=4096, description="CPU cores to reserve and pin")
-    memory: int | None = Field(default=None, description="bytes, or a size such as '8G'")
+    memory: Annotated[int | None, WithJsonSchema(MEMORY_SCHEMA, mode="validation")] = Field(
+        default=None, description="bytes, or a size such as '8G'"
+    )
     gpus: list[int] | int | None = Field(
         default=None, description="GPU indices, or a count the scheduler picks"
     )
     targets: list[str] | None = Field(
         default=None, max_length=256, description="'node', 'node:numa' or 'node::0,1'"
     )
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, json_schema_extra=ENV_NAMES_SCHEMA)
     workdir: str | None = Field(default=None, max_length=4096)
     priority: int = Field(default=0, ge=-1000, le=1000)
     backend: str | None = Field(
@@ -472,7 +498,11 @@ class RunnerTokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=100)
-    node: str | None = Field(default=None, description="bind the token to this node name")
+    node: str | None = Field(
+        default=None,
+        description="bind the token to this node name",
+        json_schema_extra={"pattern": _NODE_NAME_RE.pattern},
+    )
 
     @field_validator("node")
     @classmethod
@@ -683,12 +713,19 @@ class EnvironmentCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="lower-case letters, digits, '.', '_', '-'")
+    name: str = Field(
+        description="lower-case letters, digits, '.', '_', '-'",
+        json_schema_extra={"pattern": ENV_NAME_RE.pattern},
+    )
     image: str = Field(
-        max_length=255, description="base image, present on (or pullable by) the node"
+        max_length=255,
+        description="base image, present on (or pullable by) the node",
+        json_schema_extra={"pattern": IMAGE_PATTERN},
     )
     node: str | None = Field(
-        default=None, description="node to build on (default: any docker node)"
+        default=None,
+        description="node to build on (default: any docker node)",
+        json_schema_extra={"pattern": _NODE_NAME_RE.pattern},
     )
 
     @field_validator("name")
@@ -718,9 +755,13 @@ class EnvironmentExec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] = Field(min_length=1, max_length=MAX_ARGV_ITEMS)
+    command: list[str] = Field(
+        min_length=1,
+        max_length=MAX_ARGV_ITEMS,
+        json_schema_extra={"prefixItems": [{"type": "string", "minLength": 1}]},
+    )
     workdir: str | None = Field(default=None, max_length=4096)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str] = Field(default_factory=dict, json_schema_extra=ENV_NAMES_SCHEMA)
     timeout: float = Field(default=600, gt=0, le=86400)
 
     @field_validator("command")
@@ -749,7 +790,11 @@ class EnvironmentCommit(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    tag: str | None = Field(default=None, description="image tag (default: v{version})")
+    tag: str | None = Field(
+        default=None,
+        description="image tag (default: v{version})",
+        json_schema_extra={"pattern": IMAGE_TAG_RE.pattern, "not": {"const": "latest"}},
+    )
 
     @field_validator("tag")
     @classmethod
@@ -838,6 +883,8 @@ class Scope(_Vocabulary):
 
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+GROUPS_SCHEMA: dict[str, Any] = {"items": {"type": "string", "pattern": _GROUP_RE.pattern}}
+"""The group-name rule of :func:`_check_groups`, for the OpenAPI document."""
 
 
 def _check_groups(groups: list[str] | None) -> list[str] | None:
@@ -877,7 +924,7 @@ class UserUpdate(BaseModel):
 
     role: Role | None = None
     active: bool | None = None
-    groups: list[str] | None = Field(default=None, max_length=32)
+    groups: list[str] | None = Field(default=None, max_length=32, json_schema_extra=GROUPS_SCHEMA)
 
     _groups = field_validator("groups")(_check_groups)
 
@@ -890,7 +937,7 @@ class UserCreate(BaseModel):
 
     username: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,199}$")
     role: Role = Role.USER
-    groups: list[str] = Field(default_factory=list, max_length=32)
+    groups: list[str] = Field(default_factory=list, max_length=32, json_schema_extra=GROUPS_SCHEMA)
 
     _groups = field_validator("groups")(_check_groups)
 
@@ -904,7 +951,11 @@ class ApiTokenCreate(BaseModel):
     username: str | None = Field(
         default=None, description="admins: issue the token to this user (default: yourself)"
     )
-    scopes: list[Scope] | None = Field(default=None, description="none: everything the role may do")
+    scopes: list[Scope] | None = Field(
+        default=None,
+        description="none: everything the role may do",
+        json_schema_extra={"minItems": 1},
+    )
     expires_in_days: float | None = Field(default=90, gt=0, le=3650)
 
 
@@ -928,7 +979,7 @@ class InvitationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role = Role.USER
-    groups: list[str] = Field(default_factory=list, max_length=32)
+    groups: list[str] = Field(default_factory=list, max_length=32, json_schema_extra=GROUPS_SCHEMA)
     max_uses: int = Field(default=1, ge=1, le=1000)
     expires_in_hours: float = Field(default=72, gt=0, le=720)
 

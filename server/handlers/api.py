@@ -23,35 +23,9 @@ from kohakuriver_lab.models import (
 from ..node_removal import remove_node
 from ..openapi import openapi_document
 from ..policy import task_view
+from ..queryparams import LOG_READ, TASK_LIST
 from ..scheduler import current_loads
-from .base import ClusterAPIHandler, is_id, parse_id, requires
-
-MAX_LOG_READ = 1024 * 1024
-
-
-def _int_arg(handler: ClusterAPIHandler, name: str, default: int, low: int, high: int) -> int:
-    raw = handler.get_query_argument(name, None)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"query parameter '{name}' must be an integer") from None
-    if not low <= value <= high:
-        raise InvalidRequest(f"query parameter '{name}' must be between {low} and {high}")
-    return value
-
-
-def _task_type_arg(handler: ClusterAPIHandler) -> TaskType | None:
-    raw = handler.get_query_argument("type", None)
-    if not raw:
-        return None
-    try:
-        return TaskType(raw)
-    except ValueError:
-        valid = ", ".join(t.value for t in TaskType)
-        raise InvalidRequest(f"unknown task type {raw!r} (valid: {valid})") from None
-
+from .base import ClusterAPIHandler, parse_id, requires
 
 # =============================================================================
 # Tasks
@@ -70,29 +44,25 @@ class TasksHandler(ClusterAPIHandler):
     @authorized
     @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
+        q = TASK_LIST
         statuses = None
-        raw = self.get_query_argument("status", None)
+        raw = q["status"].text(self)
         if raw:
             try:
-                statuses = [TaskStatus(s.strip()) for s in raw.split(",") if s.strip()]
+                statuses = [TaskStatus(s) for s in raw.split(",")]
             except ValueError:
                 valid = ", ".join(s.value for s in TaskStatus)
                 raise InvalidRequest(f"unknown status in {raw!r} (valid: {valid})") from None
-        cursor_raw = self.get_query_argument("cursor", None)
-        batch_raw = self.get_query_argument("batch", None)
-        if cursor_raw is not None and not is_id(cursor_raw):
-            raise InvalidRequest("cursor must be the next_cursor of a previous page")
-        if batch_raw is not None and not is_id(batch_raw):
-            raise InvalidRequest("batch must be a batch ID")
+        kind = q["type"].raw(self)
         page = self.services.tasks.list_tasks(
             statuses=statuses,
-            node=self.get_query_argument("node", None),
-            owner=self.get_query_argument("owner", None),
-            batch=int(batch_raw) if batch_raw else None,
-            task_type=_task_type_arg(self),
-            limit=_int_arg(self, "limit", 100, 1, 500),
-            cursor=int(cursor_raw) if cursor_raw else None,
-            count=self.get_query_argument("count", "false").lower() in ("1", "true", "yes"),
+            node=q["node"].text(self),
+            owner=q["owner"].text(self),
+            batch=q["batch"].ident(self),
+            task_type=TaskType(q["type"].choice(self)) if kind is not None else None,
+            limit=q["limit"].integer(self),
+            cursor=q["cursor"].ident(self),
+            count=q["count"].boolean(self),
         )
         data = page.model_dump(mode="json")
         data["tasks"] = [task_view(self.caller, t) for t in data["tasks"]]
@@ -222,13 +192,9 @@ class TaskLogsHandler(ClusterAPIHandler):
     @requires(Role.VIEWER, Scope.READ)
     def get(self, task_id: str) -> None:
         ident = self.task_with_details(task_id).task_id
-        stream_raw = self.get_query_argument("stream", "stdout")
-        try:
-            stream = LogStream(stream_raw)
-        except ValueError:
-            raise InvalidRequest("stream must be 'stdout' or 'stderr'") from None
-        offset = _int_arg(self, "offset", 0, 0, 2**62)
-        limit = _int_arg(self, "limit", MAX_LOG_READ, 1, MAX_LOG_READ)
+        stream = LogStream(LOG_READ["stream"].choice(self))
+        offset = LOG_READ["offset"].integer(self)
+        limit = LOG_READ["limit"].integer(self)
         status = self.services.tasks.status_of(ident)
         logs = self.services.logs
         data = logs.read(ident, stream, offset, limit)

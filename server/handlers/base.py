@@ -27,6 +27,7 @@ from ..policy import Caller
 from ..users import host_owner
 from .bodies import BoundedBodyMixin
 from .errors import JsonErrorsMixin, send_json_error
+from .validation import check_body_schema
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
@@ -248,9 +249,11 @@ class ClusterAPIHandler(
             raise InvalidRequest("request body must be a JSON object")
         _check_strings(data)
         try:
-            return model.model_validate(data)
+            parsed = model.model_validate(data)
         except pydantic.ValidationError as exc:
             raise InvalidRequest(validation_message(exc)) from None
+        check_body_schema(model.__name__, data)
+        return parsed
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         """Send a pydantic model or plain data as JSON."""

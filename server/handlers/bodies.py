@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPInputError, HTTPServerRequest
 
 from kohakuriver_lab.errors import InvalidRequest, KohakuRiverError, TooLarge
 
@@ -114,5 +114,8 @@ class BoundedBodyMixin:
             self._body_ready = True
             self.request.body = b"".join(self._body_chunks or [])
             self._body_chunks = None
-            self.request._parse_body()  # form fields into body_arguments, as tornado does
+            try:  # form fields into body_arguments, as tornado does
+                self.request._parse_body()
+            except HTTPInputError as exc:  # e.g. multipart/form-data without a boundary
+                raise InvalidRequest(f"request body: {exc}") from None
         return self.request.body

@@ -19,8 +19,10 @@ from kohakuriver_lab.models import (
     Scope,
 )
 
+from ..queryparams import ENVIRONMENT_DELETE
 from .base import AUTH_RESOURCE, ClusterAPIHandler, parse_id, requires
 from .bodies import declared_length
+from .errors import JsonErrorsMixin
 
 if TYPE_CHECKING:
     from ..environments import Upload
@@ -69,7 +71,7 @@ class EnvironmentHandler(ClusterAPIHandler):
     @authorized
     @requires(Role.OPERATOR, Scope.ADMIN)
     async def delete(self, name: str) -> None:
-        versions = self.get_query_argument("versions", "false").lower() in ("1", "true", "yes")
+        versions = ENVIRONMENT_DELETE["versions"].boolean(self)
         await self.services.environments.remove(name, versions=versions)
         self.set_status(204)
         self.finish()
@@ -154,11 +156,11 @@ class EnvironmentImageHandler(ClusterAPIHandler):
                     break
                 self.write(chunk)
                 await self.flush()
-        self.finish()
+        self.finish(set_content_type="application/x-tar")  # APIHandler.finish: JSON otherwise
 
 
 @web.stream_request_body
-class EnvironmentUploadHandler(web.RequestHandler):
+class EnvironmentUploadHandler(JsonErrorsMixin, web.RequestHandler):
     """``PUT``: a node streams a committed version here (``Authorization: Upload <one-time
     token>`` from its ``env_commit`` order, ``X-Content-SHA256`` with the checksum).
 

@@ -43,6 +43,8 @@ def send_json_error(handler: Any, status: int, message: str) -> None:
         handler.set_header("WWW-Authenticate", AUTH_CHALLENGE)
     if status == 405:
         handler.set_header("Allow", ", ".join(allowed_methods(type(handler))))
+    if status == 426:
+        handler.set_header("Upgrade", "websocket")
     handler.set_header("Content-Type", "application/json")
     handler.finish(json.dumps({"message": message}))
 
@@ -59,7 +61,16 @@ def _identified(handler: Any) -> bool:
 
 
 class JsonErrorsMixin:
-    """``write_error`` in the API's shape (put before Jupyter's handler classes)."""
+    """``write_error`` in the API's shape (put before Jupyter's handler classes); a domain
+    error (:class:`KohakuRiverError`) raised by a handler is its status, not a 500."""
+
+    _finished: bool
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, KohakuRiverError) and not self._finished:
+            send_json_error(self, e.status_code, e.message)
+            return
+        super()._handle_request_exception(e)  # type: ignore[misc]
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

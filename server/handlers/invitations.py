@@ -25,6 +25,7 @@ from .base import (
     validation_message,
 )
 from .bodies import BoundedBodyMixin
+from .errors import JsonErrorsMixin
 
 if TYPE_CHECKING:
     from ..services import ClusterServices
@@ -67,7 +68,7 @@ class InvitationHandler(ClusterAPIHandler):
 
 
 @web.stream_request_body
-class RegisterHandler(BoundedBodyMixin, JupyterHandler):
+class RegisterHandler(JsonErrorsMixin, BoundedBodyMixin, JupyterHandler):
     """``GET /kohakuriver/register?token=...``: the registration form; ``POST``: create the
     account (JSON ``Registration`` or the form). No credentials by nature: the invitation is
     the credential. Cost-bounded: attempts are rate-limited per address and in all, the
@@ -142,10 +143,10 @@ class RegisterHandler(BoundedBodyMixin, JupyterHandler):
     @allow_unauthenticated
     async def post(self) -> None:
         self.set_header("Cache-Control", "no-store")
-        self.request_body()  # the form's fields, for _refuse too
         address = self.request.remote_ip
         invitations = self.services.invitations
         try:
+            self.request_body()  # the form's fields, for _refuse too
             invitations.throttle.attempt(address or "?")
             if not self._login_enabled():
                 raise Conflict("password login is not enabled on this host (ask an admin)")

@@ -144,9 +144,8 @@ class TaskArtifactHandler(JobAPIHandler):
     async def get(self, task_id: str, name: str) -> None:
         ident = await self.authorize_task(task_id, "read")
         data = self.services.jobs.artifacts.read(ident, name)
-        self.set_header("Content-Type", "application/octet-stream")
         self.set_header("Content-Disposition", f'attachment; filename="{name}"')
-        self.finish(data)
+        self.finish(data, set_content_type="application/octet-stream")  # APIHandler: not JSON
 
     @allow_unauthenticated  # task token or Jupyter auth, checked in authorize_task
     async def put(self, task_id: str, name: str) -> None:

@@ -19,7 +19,8 @@ from kohakuriver_lab.protocol import MAX_MESSAGE_BYTES
 
 from ..livesockets import CLOSE_FORBIDDEN
 from ..policy import Caller, event_view
-from .base import AUTH_RESOURCE, CallerMixin, is_id
+from ..queryparams import EVENTS, LOG_FOLLOW
+from .base import AUTH_RESOURCE, CallerMixin
 from .errors import JsonErrorsMixin, send_json_error
 
 if TYPE_CHECKING:
@@ -48,11 +49,11 @@ class WatchedSocket(
 
     async def watched(self, *args: Any, **kwargs: Any) -> None:
         """Upgrade (``super().get``) with the socket registered until it ends; a plain
-        request (no ``Upgrade: websocket``) gets a JSON 400."""
+        request (no ``Upgrade: websocket``) gets a JSON 426 Upgrade Required."""
         headers = self.request.headers
         upgrade = headers.get("Upgrade", "").lower() == "websocket"
         if not upgrade or "upgrade" not in headers.get("Connection", "").lower():
-            raise web.HTTPError(400, "this route is a WebSocket: send Upgrade: websocket")
+            raise web.HTTPError(426, "this route is a WebSocket: send Upgrade: websocket")
         caller = self.caller
         registry = self.services.sockets
         registry.add(self, caller.username, caller.token_id, self._token_expires_at)
@@ -116,14 +117,9 @@ class LogFollowHandler(WatchedSocket):
         except KohakuRiverError as exc:
             raise web.HTTPError(exc.status_code, exc.message) from None
         self._task_id, self._owner = info.task_id, info.owner
-        stream = self.get_query_argument("stream", "both")
-        if stream not in ("stdout", "stderr", "both"):
-            raise web.HTTPError(400, "stream must be stdout, stderr or both")
+        stream = LOG_FOLLOW["stream"].choice(self)
         self._streams = list(LogStream) if stream == "both" else [LogStream(stream)]
-        offset_raw = self.get_query_argument("offset", "0")
-        if not is_id(offset_raw):
-            raise web.HTTPError(400, "offset must be a non-negative integer")
-        self._start_offset = int(offset_raw)
+        self._start_offset = LOG_FOLLOW["offset"].integer(self)
         await self.watched(task_id, *args, **kwargs)
 
     def check_rights(self, caller: Caller) -> None:
@@ -214,20 +210,13 @@ class EventsHandler(WatchedSocket):
             self.check_rights(self.caller)
         except KohakuRiverError as exc:
             raise web.HTTPError(exc.status_code, exc.message) from None
-        ids_raw = self.get_query_argument("tasks", "")
-        batch_raw = self.get_query_argument("batch", "")
-        default = "tasks" if ids_raw or batch_raw else "tasks,nodes"  # a task filter: tasks only
-        topics = frozenset(t for t in self.get_query_argument("topics", default).split(",") if t)
+        ids, batch = EVENTS["tasks"].idents(self), EVENTS["batch"].ident(self)
+        default = "tasks" if ids or batch is not None else "tasks,nodes"  # a task filter
+        asked = EVENTS["topics"].text(self) or default
+        topics = frozenset(t for t in asked.split(",") if t)
         if not topics or not topics <= self.TOPICS:
             raise web.HTTPError(400, "topics must be a comma-separated subset of tasks,nodes")
-        parts = [p for p in ids_raw.split(",") if p]
-        if not all(is_id(p) for p in parts) or (batch_raw and not is_id(batch_raw)):
-            raise web.HTTPError(400, "tasks and batch must be IDs")
-        self._filters = (
-            topics,
-            frozenset(int(p) for p in parts) or None,
-            int(batch_raw) if batch_raw else None,
-        )
+        self._filters = (topics, ids, batch)
         await self.watched(*args, **kwargs)
 
     def check_rights(self, caller: Caller) -> None:

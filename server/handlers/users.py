@@ -7,7 +7,6 @@ import json
 from jupyter_server.auth.decorator import authorized
 from tornado import web
 
-from kohakuriver_lab.errors import InvalidRequest
 from kohakuriver_lab.models import (
     ApiTokenCreate,
     ClusterSettings,
@@ -18,7 +17,8 @@ from kohakuriver_lab.models import (
     UserUpdate,
 )
 
-from .base import ClusterAPIHandler, is_id, parse_id, requires
+from ..queryparams import AUDIT, TOKEN_LIST
+from .base import ClusterAPIHandler, parse_id, requires
 
 
 class UsersHandler(ClusterAPIHandler):
@@ -64,7 +64,7 @@ class ApiTokensHandler(ClusterAPIHandler):
     @authorized
     @requires(Role.VIEWER, Scope.READ)
     def get(self) -> None:
-        everyone = self.get_query_argument("all", "false").lower() in ("1", "true", "yes")
+        everyone = TOKEN_LIST["all"].boolean(self)
         if everyone:
             self.caller.require(Role.ADMIN, Scope.READ, "listing everyone's API tokens")
         tokens = self.services.api_tokens.list_tokens(None if everyone else self.caller.username)
@@ -117,15 +117,11 @@ class AuditHandler(ClusterAPIHandler):
     @authorized
     @requires(Role.ADMIN, Scope.READ)
     def get(self) -> None:
-        before = self.get_query_argument("before", None)
-        limit = self.get_query_argument("limit", "100")
-        if (before is not None and not is_id(before)) or not is_id(limit):
-            raise InvalidRequest("before must be an event ID and limit a number")
         events = self.services.audit.list_events(
-            actor=self.get_query_argument("actor", None),
-            action=self.get_query_argument("action", None),
-            limit=int(limit),
-            before=int(before) if before else None,
+            actor=AUDIT["actor"].text(self),
+            action=AUDIT["action"].text(self),
+            limit=AUDIT["limit"].integer(self),
+            before=AUDIT["before"].ident(self),
         )
         self.write_json({"events": [e.model_dump(mode="json") for e in events]})
 

@@ -102,9 +102,10 @@ async def test_api_token_in_jupyters_header_form_submits(host_url: str, services
         assert me.json()["username"] == "tom" and me.json()["via"] == "api-token"
 
 
-async def test_a_websocket_route_without_upgrade_is_json_400(
+async def test_a_websocket_route_without_upgrade_is_json_426(
     host_url: str, jupyter_auth: dict[str, str]
 ) -> None:
     async with httpx.AsyncClient(headers=jupyter_auth) as client:
         response = await client.get(f"{host_url}kohakuriver/api/events")
-        assert "WebSocket" in error_of(response, 400)
+        assert "WebSocket" in error_of(response, 426)
+        assert response.headers["Upgrade"] == "websocket"
