@@ -14,6 +14,8 @@ if ! "$PY" -c 'import kohakuriver_lab, jupyterlab' 2>/dev/null; then
     "$PY" -m pip install -q --disable-pip-version-check -e ".[lab]"
 fi
 
+# the .venv first on PATH: `python` in kernels and in the embedded node's tasks is the .venv's
+export PATH="$PWD/.venv/bin:$PATH"
 args=(--ClusterHostApp.embedded_runner=True "--ClusterHostApp.data_dir=$PWD/.kohakuriver")
 [[ $(id -u) != 0 ]] || args+=(--allow-root) # Jupyter refuses root without it
 exec .venv/bin/jupyter lab "${args[@]}" "$@"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from harness import free_port
 
+from kohakuriver_lab.client import Client
 from kohakuriver_lab.server.backend_probe import probe_docker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,6 +34,7 @@ def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
     checkout = fake_checkout(tmp_path / "checkout")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KOHAKURIVER_")}
     env["JUPYTER_DATA_DIR"] = str(tmp_path / "data")  # the shared place it no longer uses
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"  # no .venv on it: run.sh puts it first
     argv = [
         "bash",
         str(checkout / "scripts" / "run.sh"),
@@ -42,6 +44,7 @@ def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
         f"--IdentityProvider.token={token}",
         f"--ServerApp.root_dir={tmp_path}",
         "--EmbeddedRunner.node_name=quickstart",
+        "--EmbeddedRunner.task_user=runner",  # tasks as the runner, as for a normal user
     ]
     log = open(tmp_path / "lab.log", "wb")  # noqa: SIM115  closed below
     process = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
@@ -65,10 +68,17 @@ def test_run_script_serves_lab_with_an_embedded_node(tmp_path: Path) -> None:
         ]
         lab = httpx.get(f"{base}/lab", headers=headers)
         assert lab.status_code == 200 and "JupyterLab" in lab.text
+        probe = ["python", "-c", "import sys; print(sys.executable)"]
         created = httpx.post(
-            f"{base}/kohakuriver/api/tasks", headers=headers, json={"command": ["echo", "quick"]}
+            f"{base}/kohakuriver/api/tasks", headers=headers, json={"command": probe}
         )
         assert created.status_code == 201
+        with Client(base + "/", token) as client:  # `python` in a task is the .venv's
+            task = client.wait(created.json()["task_ids"][0], timeout=60)
+            assert (task.status, client.logs(task.task_id).data) == (
+                "completed",
+                f"{checkout}/.venv/bin/python\n",
+            ), task.reason
         # the cluster's state lives in the checkout, not in the user's Jupyter data dir
         assert (checkout / ".kohakuriver" / "cluster.db").is_file()
         assert (checkout / ".kohakuriver" / "embedded-runner").is_dir()
