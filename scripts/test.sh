@@ -16,7 +16,7 @@ if [[ ! -x $PY ]]; then
     python3 -m venv .venv
     PY=.venv/bin/python
 fi
-if ! "$PY" -c 'import kohakuriver_lab, pytest_jupyter, psycopg, mypy, ruff, hypothesis' 2>/dev/null; then
+if ! "$PY" -c 'import kohakuriver_lab, pytest_jupyter, psycopg, mypy, ruff, hypothesis, schemathesis, jsonschema, openapi_python_client' 2>/dev/null; then
     echo "== pip install -e .[test,postgres]" >&2
     "$PY" -m pip install -q --disable-pip-version-check -e ".[test,postgres]"
 fi

@@ -87,29 +87,43 @@ def statuses(paths: dict[str, Any]) -> None:
                 responses.setdefault(code, ERROR)
 
 
-def body_models(paths: dict[str, Any]) -> set[str]:
-    """The names of the models that request bodies refer to."""
-    return {
-        _ref_name(media.get("schema", {}))
-        for item in paths.values()
-        for operation in item.values()
-        for media in operation.get("requestBody", {}).get("content", {}).values()
-    }
+def _media_refs(paths: dict[str, Any], responses: bool) -> set[str]:
+    """Names of the models that request bodies (or responses) refer to at their top."""
+    names = set()
+    for item in paths.values():
+        for operation in item.values():
+            if responses:
+                parts = list(operation["responses"].values())
+            else:
+                parts = [operation.get("requestBody", {})]
+            for part in parts:
+                for media in part.get("content", {}).values():
+                    names.add(_ref_name(media.get("schema", {})))
+    return names
+
+
+def body_models(paths: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """The models of request bodies, and those of request bodies also sent back."""
+    inputs = _media_refs(paths, responses=False)
+    return inputs, inputs & _media_refs(paths, responses=True)
 
 
 def schemas_by_mode(
-    models: list[type[BaseModel]], inputs: set[str]
+    models: list[type[BaseModel]], bodies: tuple[set[str], set[str]]
 ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
-    """Component schemas of ``models`` (serialization mode; also validation mode for the
-    ``inputs``), and per model name the reference of each mode (one name when both agree)."""
-    pairs = [(m, "serialization") for m in models]
+    """Component schemas of ``models``: the validation schema of request bodies, the
+    serialization schema of the rest (and of bodies also sent back: pydantic names the two
+    ``-Input``/``-Output`` where they differ); per model name the reference of each mode."""
+    inputs, both = bodies
+    pairs = [(m, "serialization") for m in models if m.__name__ not in inputs or m.__name__ in both]
     pairs += [(m, "validation") for m in models if m.__name__ in inputs]
     refs, defs = models_json_schema(pairs, ref_template="#/components/schemas/{model}")  # type: ignore[arg-type]
     by_name: dict[str, dict[str, str]] = {}
     for (model, mode), ref in refs.items():
         by_name.setdefault(model.__name__, {})[mode] = ref["$ref"]
     for modes in by_name.values():
-        modes.setdefault("validation", modes["serialization"])
+        modes.setdefault("validation", modes.get("serialization", ""))
+        modes.setdefault("serialization", modes["validation"])
     return dict(defs.get("$defs", {})), by_name
 
 
