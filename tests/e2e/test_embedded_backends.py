@@ -3,12 +3,15 @@ explicit ``EmbeddedRunner.backend`` wins (real hosts, a real dockerd)."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
+import docker
 import pytest
-from harness import HostProcess, docker_client, remove_node_containers, wait_for, wait_node
+from harness import HostProcess, docker_client, wait_for, wait_node
 
 from kohakuriver_lab.errors import KohakuRiverError
+from kohakuriver_lab.runner.backends.docker.engine import TASK_ID_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -25,6 +28,7 @@ def backends_of(host: HostProcess) -> list[str]:
 def test_docker_is_offered_when_dockerd_answers(make_host: Callable[..., HostProcess]) -> None:
     api = docker_client(IMAGE)
     host = make_host(embedded=True, extra=[AUTO])
+    task_id = None
     try:
         assert backends_of(host) == ["docker", "local"]
         assert "embedded runner backends docker,local: Docker" in host.log_path.read_text()
@@ -34,7 +38,11 @@ def test_docker_is_offered_when_dockerd_answers(make_host: Callable[..., HostPro
             assert (task.status, task.backend) == ("completed", "docker"), task.reason
             assert client.logs(task_id).data == "in a container\n"
     finally:
-        remove_node_containers(api, "embedded")
+        if task_id is not None:  # the runner removes its container itself; never leave one
+            host.stop()
+            for row in api.containers(all=True, filters={"label": f"{TASK_ID_LABEL}={task_id}"}):
+                with contextlib.suppress(docker.errors.APIError):  # already being removed
+                    api.remove_container(row["Id"], force=True)
 
 
 def test_an_explicit_backend_wins(make_host: Callable[..., HostProcess]) -> None:
