@@ -53,6 +53,12 @@ ENV_NAMES_SCHEMA: dict[str, Any] = {
 }
 """Environment variable names as :func:`check_env` takes them, for the OpenAPI document."""
 
+WORKDIR_SCHEMA: dict[str, Any] = {
+    "pattern": r"^(/([^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*|\.([^/.\x00-\x1f\x7f][^/\x00-\x1f\x7f]*)?"
+    r"|\.\.[^/\x00-\x1f\x7f]+)?)+$"
+}
+""":func:`check_workdir` as a pattern: absolute, no ``..`` segment, no control characters."""
+
 SnowflakeID = Annotated[
     int, BeforeValidator(_parse_id), PlainSerializer(lambda x: str(x), return_type=str)
 ]
@@ -219,6 +225,10 @@ def validate_node_name(name: str) -> str:
     return name
 
 
+TARGET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}(:[0-9]{1,3})?(::[0-9]{1,3}(,[0-9]{1,3})*)?$"
+"""What :func:`parse_target` takes, for the document (narrower: no spaces, indices < 1000)."""
+
+
 def parse_target(text: str) -> Target:
     """Parse ``node``, ``node:numa``, ``node::0,1`` or ``node:numa::0,1``."""
     if not isinstance(text, str) or not text.strip():
@@ -303,15 +313,84 @@ MAX_ARGV_ITEMS = 4096
 MAX_ARGV_BYTES = 128 * 1024
 
 
+ARGV_SCHEMA: dict[str, Any] = {"prefixItems": [{"type": "string", "minLength": 1}]}
+"""An argv's program is not empty."""
+
+
+def _given(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+def _kind(kind: str) -> dict[str, Any]:
+    return {"required": ["task_type"], "properties": {"task_type": {"const": kind}}}
+
+
+def _none_of(*names: str) -> dict[str, Any]:
+    return {"allOf": [{"not": _given(name)} for name in names]}
+
+
+_KEY_FLAG = {"required": ["generate_ssh_key"], "properties": {"generate_ssh_key": {"const": True}}}
+_KEY_GIVEN = {"anyOf": [_given("ssh_public_key"), _KEY_FLAG]}
+TASK_SUBMIT_RULES: dict[str, Any] = {
+    "allOf": [
+        {  # notebook jobs: a notebook, no command, parameters or parameter sets
+            "if": _kind("notebook"),
+            "then": {
+                "allOf": [
+                    _given("notebook"),
+                    {
+                        "properties": {
+                            "notebook": {
+                                "required": ["nbformat", "cells"],
+                                "properties": {
+                                    "nbformat": {"const": 4},
+                                    "cells": {"type": "array"},
+                                },
+                            }
+                        }
+                    },
+                    _none_of("command"),
+                    {"not": {"allOf": [_given("parameters"), _given("parameter_sets")]}},
+                    {
+                        "if": _given("parameter_sets"),
+                        "then": {"properties": {"targets": {"maxItems": 1}}},
+                    },
+                ]
+            },
+            "else": _none_of("notebook", "parameters", "parameter_sets"),
+        },
+        {  # a VPS: no command, an SSH key (given or generated, not both), an image or env
+            "if": _kind("vps"),
+            "then": {
+                "allOf": [
+                    _none_of("command"),
+                    _KEY_GIVEN,
+                    {"not": {"allOf": [_given("ssh_public_key"), _KEY_FLAG]}},
+                    {"anyOf": [_given("image"), _given("environment")]},
+                ]
+            },
+            "else": {"allOf": [{"not": _KEY_GIVEN}]},
+        },
+        {  # a command task (the default type) has a command
+            "if": {"not": {"anyOf": [_kind("notebook"), _kind("vps")]}},
+            "then": _given("command"),
+        },
+        {"not": {"allOf": [_given("image"), _given("environment")]}},
+    ]
+}
+"""The cross-field rules of :class:`TaskSubmit` (its model validators), for the document."""
+
+
 class TaskSubmit(BaseModel):
     """Body of ``POST /kohakuriver/api/tasks``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=TASK_SUBMIT_RULES)
 
     command: list[str] | None = Field(
         default=None,
         min_length=1,
         description="argv list, run without a shell (not for notebook jobs: the host sets it)",
+        json_schema_extra=ARGV_SCHEMA,
     )
     name: str | None = Field(default=None, max_length=200)
     task_type: TaskType = TaskType.COMMAND
@@ -323,21 +402,28 @@ class TaskSubmit(BaseModel):
         default=None, description="GPU indices, or a count the scheduler picks"
     )
     targets: list[str] | None = Field(
-        default=None, max_length=256, description="'node', 'node:numa' or 'node::0,1'"
+        default=None,
+        max_length=256,
+        description="'node', 'node:numa' or 'node::0,1'",
+        json_schema_extra={"items": {"type": "string", "pattern": TARGET_PATTERN}},
     )
     env: dict[str, str] = Field(default_factory=dict, json_schema_extra=ENV_NAMES_SCHEMA)
-    workdir: str | None = Field(default=None, max_length=4096)
+    workdir: str | None = Field(default=None, max_length=4096, json_schema_extra=WORKDIR_SCHEMA)
     priority: int = Field(default=0, ge=-1000, le=1000)
     backend: str | None = Field(
         default=None, max_length=32, description="'local' or 'docker'; default: docker for an image"
     )
     image: str | None = Field(
-        default=None, max_length=255, description="container image to run in (docker backend)"
+        default=None,
+        max_length=255,
+        description="container image to run in (docker backend)",
+        json_schema_extra={"pattern": IMAGE_PATTERN},
     )
     environment: str | None = Field(
         default=None,
         max_length=200,
         description="environment to run in: 'name' (its latest version) or 'name:tag'",
+        json_schema_extra={"pattern": _ENV_REF_RE.pattern},
     )
     mounts: list[str] | None = Field(
         default=None,
@@ -758,9 +844,9 @@ class EnvironmentExec(BaseModel):
     command: list[str] = Field(
         min_length=1,
         max_length=MAX_ARGV_ITEMS,
-        json_schema_extra={"prefixItems": [{"type": "string", "minLength": 1}]},
+        json_schema_extra=ARGV_SCHEMA,
     )
-    workdir: str | None = Field(default=None, max_length=4096)
+    workdir: str | None = Field(default=None, max_length=4096, json_schema_extra=WORKDIR_SCHEMA)
     env: dict[str, str] = Field(default_factory=dict, json_schema_extra=ENV_NAMES_SCHEMA)
     timeout: float = Field(default=600, gt=0, le=86400)
 
