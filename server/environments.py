@@ -283,7 +283,7 @@ class EnvironmentService(LoggingConfigurable):
             candidates.append(node)
         if wanted is not None:
             if wanted not in self._registry.names():
-                raise InvalidRequest(f"unknown node {wanted!r}")
+                raise Conflict(f"unknown node {wanted!r}")  # as for tasks: the cluster's state
             if not any(n.name == wanted for n in candidates):
                 raise RunnerUnavailable(
                     f"node {wanted!r} is not online with the docker backend right now"

@@ -146,7 +146,8 @@ class TaskService(LoggingConfigurable):
         known = self._registry.names()
         if target is not None and target.node not in known:
             listing = ", ".join(known) or "none registered yet"
-            raise InvalidRequest(f"unknown node '{target.node}' (known nodes: {listing})")
+            # the cluster, not the request, lacks it (a node may join under that name): 409
+            raise Conflict(f"unknown node '{target.node}' (known nodes: {listing})")
         if request.wants_gpus and not known:
             raise InvalidRequest("no node is registered yet, so no GPU can be requested")
         reason = impossible_reason(request, self._registry.shapes())

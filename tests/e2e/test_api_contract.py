@@ -5,18 +5,15 @@ PostgreSQL; schemathesis reads only the served document and runs every check (``
 all``: status codes, content types, response schemas, headers, undeclared methods, schema-
 valid requests accepted and schema-violating ones refused, ...) over every operation
 except the WebSockets (schemathesis speaks HTTP only; ``test_fuzz`` opens them) and a
-node's image upload (a one-time token, a tarball). Failures
-the project has accepted for now are listed, one by one, in ``contract_baseline.json``
-(schemathesis ``--baseline``; ``KOHAKURIVER_CONTRACT_BASELINE_UPDATE=1`` merges a run's
-failures into it and drops those fixed): any other failure fails the test. On top of that, the
-project's own invariants: no accepted task is lost and the host still answers.
+node's image upload (a one-time token, a tarball). Any failure fails the test (no baseline of
+accepted failures). On top of that, the project's own invariants: no accepted task is lost
+and the host still answers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import subprocess
 import threading
@@ -34,13 +31,10 @@ from kohakuriver_lab.testing.fake_runner import FakeRunner
 BOTH_DBS = pytest.mark.parametrize("db_backend", ["sqlite", "postgres"], indirect=True)
 EXAMPLES = 8
 """Examples per operation in the fuzzing phase (the coverage phase adds its own cases)."""
-BASELINE = Path(__file__).with_name("contract_baseline.json")
 RUNNER_ONLY = r"/kohakuriver/api/(events|tasks/\{task_id\}/logs/follow|runners/connect|"
 RUNNER_ONLY += r"environments/\{name\}/versions/\{version\}/upload)$"
 """WebSockets, and the upload a node makes with a one-time token (a docker-save tarball)."""
 AUTH = {"Authorization": f"token {TOKEN}"}
-UPDATE = ["--baseline-update", "--baseline-prune"]
-"""With KOHAKURIVER_CONTRACT_BASELINE_UPDATE=1: record new failures, drop fixed ones."""
 
 
 class NodeThread:
@@ -107,8 +101,6 @@ def run_schemathesis(host: HostProcess, report: Path) -> subprocess.CompletedPro
         "--request-timeout=30",
         f"--header=Authorization: {AUTH['Authorization']}",
         f"--exclude-path-regex={RUNNER_ONLY}",
-        f"--baseline={BASELINE}",
-        *(UPDATE if os.environ.get("KOHAKURIVER_CONTRACT_BASELINE_UPDATE") else []),
         "--report=junit",
         f"--report-dir={report}",
         "--no-color",

@@ -61,7 +61,7 @@ async def test_impossible_requests_are_refused(api: Any, host_url: str, runner_t
         status, data = await api.call("POST", "tasks", {"command": ["true"], "gpus": [5]})
         assert status == 400 and "has no GPU 5" in data["message"]
         status, data = await api.call("POST", "tasks", {"command": ["true"], "targets": ["ghost"]})
-        assert status == 400 and "unknown node 'ghost'" in data["message"]
+        assert status == 409 and "unknown node 'ghost'" in data["message"]  # the cluster's state
         status, data = await api.call(
             "POST", "tasks", {"command": ["true"], "targets": ["node-a:3"]}
         )
