@@ -177,7 +177,12 @@ class TaskArtifactHandler(JobAPIHandler):
         for depth in range(1, len(parts) + 1):
             path = "/".join(parts[:depth])
             if not await ensure_async(manager.dir_exists(path)):
-                await ensure_async(manager.save({"type": "directory"}, path))
+                try:
+                    await ensure_async(manager.save({"type": "directory"}, path))
+                except Exception:  # the contents manager wraps FileExistsError in a 500
+                    if not await ensure_async(manager.dir_exists(path)):
+                        raise
+                    # another job's upload made the folder meanwhile
         path = "/".join([*parts, OUTPUT_NOTEBOOK])
         model: dict[str, Any] = {"type": "notebook", "format": "json", "content": notebook}
         await ensure_async(manager.save(model, path))

@@ -159,3 +159,30 @@ async def test_task_tokens_open_only_their_own_task(
 async def test_bad_notebook_submits(api: Any, body: dict[str, Any], message: str) -> None:
     status, data = await api.call("POST", "tasks", body)
     assert status == 400 and message in data["message"], data
+
+
+async def test_concurrent_job_outputs_all_land(api: Any, host_url: str, runner_token: str) -> None:
+    """The first outputs of a sweep arrive together, before the jobs folder exists: each is
+    saved (a folder another upload created meanwhile is no error; it was a 500)."""
+    runner = await FakeRunner(
+        host_url, runner_token, "node-a", cores=8, auto_finish=False
+    ).connect()
+    try:
+        body = {"task_type": "notebook", "notebook": NOTEBOOK, "parameter_sets": [{}] * 6}
+        ids = (await api.post("tasks", body, expect=201))["task_ids"]
+        for task_id in ids:
+            await wait_status(api, task_id, {"running"})
+        executed = json.dumps(NOTEBOOK).encode()
+
+        async def upload(task_id: str) -> int:
+            token = runner.started[int(task_id)].task.env["KOHAKURIVER_TASK_TOKEN"]
+            async with job_client(host_url, token) as job:
+                put = await job.put(f"tasks/{task_id}/artifacts/output.ipynb", content=executed)
+                return put.status_code
+
+        assert await asyncio.gather(*(upload(t) for t in ids)) == [204] * len(ids)
+        for task_id in ids:
+            task = await api.get(f"tasks/{task_id}")
+            assert task["output_path"] == f"kohakuriver-jobs/{task_id}/output.ipynb"
+    finally:
+        await runner.close()
