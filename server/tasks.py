@@ -148,11 +148,12 @@ class TaskService(LoggingConfigurable):
             listing = ", ".join(known) or "none registered yet"
             # the cluster, not the request, lacks it (a node may join under that name): 409
             raise Conflict(f"unknown node '{target.node}' (known nodes: {listing})")
+        # what the cluster cannot run as it is now (nodes may join or change): 409
         if request.wants_gpus and not known:
-            raise InvalidRequest("no node is registered yet, so no GPU can be requested")
+            raise Conflict("no node is registered yet, so no GPU can be requested")
         reason = impossible_reason(request, self._registry.shapes())
         if reason:
-            raise InvalidRequest(reason)
+            raise Conflict(reason)
         return request
 
     def submit(self, body: TaskSubmit, owner: str, *, approval: bool = False) -> SubmitResult:
@@ -344,7 +345,7 @@ class TaskService(LoggingConfigurable):
                 raise Conflict(f"task {task_id} is {task.status}, not waiting for approval")
             reason = impossible_reason(request_of(task), self._registry.shapes())
             if reason:
-                raise InvalidRequest(f"cannot approve task {task_id}: {reason}")
+                raise Conflict(f"cannot approve task {task_id}: {reason}")
             transition(
                 session, task, TaskStatus.PENDING, actor=actor, reason=f"approved by {actor}"
             )
