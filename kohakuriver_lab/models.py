@@ -376,25 +376,9 @@ TASK_SUBMIT_RULES: dict[str, Any] = {
             "then": _given("command"),
         },
         {"not": {"allOf": [_given("image"), _given("environment")]}},
-        {  # an image, an environment or mounts need the docker backend (the host's check)
-            "if": {
-                "anyOf": [
-                    _given("image"),
-                    _given("environment"),
-                    {"required": ["mounts"], "properties": {"mounts": {"minItems": 1}}},
-                ]
-            },
-            "then": {"properties": {"backend": {"anyOf": [{"type": "null"}, {"const": "docker"}]}}},
-        },
-        {  # mounts go into a container: they need an image or an environment
-            "if": {"required": ["mounts"], "properties": {"mounts": {"minItems": 1}}},
-            "then": {"anyOf": [_given("image"), _given("environment")]},
-        },
     ]
 }
-"""The cross-field rules of :class:`TaskSubmit` (its model validators and the host's request
-checks), for the document. What depends on the cluster's state (no node that can run it, an
-unknown node) is a 409, not a rule here."""
+"""The cross-field rules of :class:`TaskSubmit` (its model validators), for the document."""
 
 
 class TaskSubmit(BaseModel):
@@ -581,11 +565,6 @@ class TaskSubmit(BaseModel):
             raise ValueError("ssh_public_key: only VPS tasks take SSH keys")
         if self.image is not None and self.environment is not None:
             raise ValueError("environment: give either an image or an environment")
-        containered = self.image is not None or self.environment is not None
-        if containered and self.backend not in (None, "docker"):
-            raise ValueError("backend: an image or environment needs the docker backend")
-        if self.mounts and not containered:
-            raise ValueError("mounts: need the docker backend (an image or environment)")
         return self
 
     @model_validator(mode="after")

@@ -148,12 +148,11 @@ class TaskService(LoggingConfigurable):
             listing = ", ".join(known) or "none registered yet"
             # the cluster, not the request, lacks it (a node may join under that name): 409
             raise Conflict(f"unknown node '{target.node}' (known nodes: {listing})")
-        # what the cluster cannot run as it is now (nodes may join or change): 409
         if request.wants_gpus and not known:
-            raise Conflict("no node is registered yet, so no GPU can be requested")
+            raise InvalidRequest("no node is registered yet, so no GPU can be requested")
         reason = impossible_reason(request, self._registry.shapes())
         if reason:
-            raise Conflict(reason)
+            raise InvalidRequest(reason)
         return request
 
     def submit(self, body: TaskSubmit, owner: str, *, approval: bool = False) -> SubmitResult:
@@ -345,7 +344,7 @@ class TaskService(LoggingConfigurable):
                 raise Conflict(f"task {task_id} is {task.status}, not waiting for approval")
             reason = impossible_reason(request_of(task), self._registry.shapes())
             if reason:
-                raise Conflict(f"cannot approve task {task_id}: {reason}")
+                raise InvalidRequest(f"cannot approve task {task_id}: {reason}")
             transition(
                 session, task, TaskStatus.PENDING, actor=actor, reason=f"approved by {actor}"
             )

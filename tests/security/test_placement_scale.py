@@ -93,7 +93,7 @@ async def test_biggest_node_and_an_impossible_submit_answer(
         assert status == 201, body
         impossible = {"command": ["x"], "cores": MAX_CORES, "targets": ["big:0"]}
         status, body = await api.call("POST", "tasks", impossible)
-        assert status == 409 and "no node can ever run this task" in body["message"]
+        assert status == 400 and "no node can ever run this task" in body["message"]
         assert (await api.get("cluster"))["cores_total"] == MAX_CORES
     finally:
         await runner.close()

@@ -57,17 +57,17 @@ async def test_impossible_requests_are_refused(api: Any, host_url: str, runner_t
     runner = await FakeRunner(host_url, runner_token, "node-a", cores=4, gpus=2).connect()
     try:
         status, data = await api.call("POST", "tasks", {"command": ["true"], "cores": 64})
-        assert status == 409 and "needs 64 cores" in data["message"]  # the cluster as it is
+        assert status == 400 and "needs 64 cores" in data["message"]
         status, data = await api.call("POST", "tasks", {"command": ["true"], "gpus": [5]})
-        assert status == 409 and "has no GPU 5" in data["message"]
+        assert status == 400 and "has no GPU 5" in data["message"]
         status, data = await api.call("POST", "tasks", {"command": ["true"], "targets": ["ghost"]})
         assert status == 409 and "unknown node 'ghost'" in data["message"]  # the cluster's state
         status, data = await api.call(
             "POST", "tasks", {"command": ["true"], "targets": ["node-a:3"]}
         )
-        assert status == 409 and "no NUMA node 3" in data["message"]
+        assert status == 400 and "no NUMA node 3" in data["message"]
         status, data = await api.call("POST", "tasks", {"command": ["true"], "image": "alpine"})
-        assert status == 409 and "has no 'docker' backend" in data["message"]
+        assert status == 400 and "has no 'docker' backend" in data["message"]
         status, data = await api.call(
             "POST", "tasks", {"command": ["true"], "image": "alpine", "backend": "local"}
         )
