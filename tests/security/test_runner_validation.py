@@ -98,16 +98,23 @@ async def test_valid_hello_at_the_limits_is_welcomed(
         await runner.close()
 
 
+async def running_tasks(api: Any, count: int) -> list[str]:
+    """Submit ``count`` tasks and wait until each runs (on the test's fake node)."""
+    ids = [
+        (await api.post("tasks", {"command": ["x"]}, expect=201))["task_ids"][0]
+        for _ in range(count)
+    ]
+    for task_id in ids:
+        await wait_status(api, task_id, {"running"})
+    return ids
+
+
 async def test_one_bad_report_in_a_burst_is_refused_alone(
     api: Any, host_url: str, runner_token: str
 ) -> None:
     runner = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
     try:
-        ids = []
-        for _ in range(3):
-            ids.append((await api.post("tasks", {"command": ["x"]}, expect=201))["task_ids"][0])
-        for task_id in ids:
-            await wait_status(api, task_id, {"running"})
+        ids = await running_tasks(api, 3)
         bad = {"v": 1, "type": "task_state", "task_id": ids[0], "state": "failed"}
         bad["exit_code"] = 2**70
         burst = [
@@ -131,11 +138,7 @@ async def test_a_report_the_database_refuses_does_not_drop_the_others(
     """Past validation (``model_construct``): the gateway applies each report on its own."""
     runner = await FakeRunner(host_url, runner_token, "node-a", auto_finish=False).connect()
     try:
-        ids = []
-        for _ in range(3):
-            ids.append((await api.post("tasks", {"command": ["x"]}, expect=201))["task_ids"][0])
-        for task_id in ids:
-            await wait_status(api, task_id, {"running"})
+        ids = await running_tasks(api, 3)
         gateway = services.gateway
         conn = gateway._sessions["node-a"]
         reports = [
